@@ -1,0 +1,1 @@
+"""Jailbreak attack input builders (images, templates, prefills)."""

@@ -1,0 +1,221 @@
+"""Guarded, KV-cached generation: decode token by token; every ``interval`` tokens, check with the reminder.
+
+A check runs the soft-prompt vectors on top of the KV cache and reads the detector at the last of them. In the
+default ``fused`` check they ride in the same forward as the next real token: the real token comes first, so the
+causal mask already hides the soft tokens from it, and its logits are those of a plain decode step. If
+P(unsafe) >= threshold the reminder stays in the context and decoding continues from its last vector (or, in the
+official ``regenerate`` mode, restarts the answer from prompt + reminder); otherwise the cache is cropped back so
+the reminder leaves no trace. ``separate`` runs the check as its own few-token forward, ``reencode`` re-encodes the
+whole sequence without cache as the official code does (kept for the overhead benchmark).
+
+Every generated token gets a P(unsafe) from the per-token probe on the hidden state the decode step computes anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from .checkpoint import Reminder
+from .models.base import Prompt, VLMAdapter
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding and guarding knobs. ``interval``/``threshold`` of ``None`` take the reminder's values."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    interval: int | None = None
+    threshold: float | None = None
+    guard: bool = True  # False: score tokens with the reminder's probe but never check or inject
+    mode: Literal["continue", "regenerate"] = "continue"
+    check: Literal["fused", "separate", "reencode"] = "fused"
+    max_injections: int = 1
+
+
+@dataclass
+class TokenEvent:
+    """One generated token: ``index`` counts generated tokens from 0; ``p_unsafe`` is None without reminder."""
+
+    index: int
+    token_id: int
+    text: str
+    p_unsafe: float | None
+
+
+@dataclass
+class CheckEvent:
+    """A reminder check after ``at`` generated tokens."""
+
+    at: int
+    p_unsafe: float
+    fired: bool
+
+
+@dataclass
+class Generation:
+    """A finished generation. ``injections``: token indices where the reminder entered the context."""
+
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    harm_scores: list[float] | None
+    checks: list[CheckEvent] = field(default_factory=list)
+    injections: list[int] = field(default_factory=list)
+    generate_seconds: float = 0.0
+    prompt_tokens: int = 0
+    model: str = ""
+    mode: str = "continue"
+
+    @property
+    def answer(self) -> str:
+        """The text the user is left with: all of it, or in regenerate mode what followed the last injection."""
+        if self.mode == "regenerate" and self.injections:
+            return "".join(self.tokens[self.injections[-1]:])
+        return self.text
+
+    def segments(self) -> list[str]:
+        """The text split at the injection points (for highlighting)."""
+        cuts = [0, *self.injections, len(self.tokens)]
+        return ["".join(self.tokens[a:b]) for a, b in zip(cuts, cuts[1:])]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["checks"] = [{"at": c.at, "p_unsafe": c.p_unsafe, "fired": c.fired} for c in self.checks]
+        return out
+
+
+def check_prompt(adapter: VLMAdapter, prompt: Prompt, max_new_tokens: int) -> None:
+    """Refuse prompts that are empty or leave no room in the model's context."""
+    if len(prompt) + max_new_tokens > adapter.context_length:
+        raise ValueError(f"prompt is {len(prompt)} tokens; with {max_new_tokens} new tokens it exceeds "
+                         f"the model's context of {adapter.context_length}")
+
+
+def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None,
+           config: GenerationConfig | None = None) -> Iterator[TokenEvent | CheckEvent | Generation]:
+    """Yield a TokenEvent per token and a CheckEvent per check; the last item is the finished Generation."""
+    cfg = config or GenerationConfig()
+    check_prompt(adapter, prompt, cfg.max_new_tokens)
+    guarded = reminder is not None and cfg.guard
+    interval = (cfg.interval or (reminder.interval if reminder else 16)) if guarded else 0
+    threshold = cfg.threshold if cfg.threshold is not None else (reminder.threshold if reminder else 1.0)
+    layer = reminder.layer if reminder else -1
+    token_probe = reminder.token_probe() if reminder else None
+    soft = reminder.soft_prompt(adapter.dtype, adapter.device) if reminder else None
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    suppress = adapter.suppress_ids.to(adapter.device)
+
+    ids: list[int] = []
+    pieces: list[str] = []
+    scores: list[float] | None = [] if reminder else None
+    checks: list[CheckEvent] = []
+    injections: list[int] = []
+    decoded = ""
+
+    with torch.inference_mode():
+        enc = adapter.encode(prompt)
+        cache = adapter.new_cache()
+        last, _ = adapter.forward(enc.embeds, enc.positions, cache, layer)
+        logits = adapter.logits(last[:, -1])
+        delta = enc.next_position - len(prompt)  # position = cache length + delta (M-RoPE offset)
+        start = time.perf_counter()
+        for _ in range(cfg.max_new_tokens):
+            tok = _pick(logits, suppress, cfg, gen)
+            if tok in adapter.eos_ids:
+                break
+            ids.append(tok)
+            n = len(ids)
+            due = guarded and len(injections) < cfg.max_injections and n % interval == 0
+            step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
+            fused = due and cfg.check == "fused"
+            if fused:
+                step = torch.cat([step, soft], dim=1)
+            past = cache.get_seq_length()
+            last, hid = adapter.forward(step, adapter.positions(past + delta, step.shape[1]), cache, layer)
+            logits = adapter.logits(last[:, 0])
+
+            text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
+            piece, decoded = text[len(decoded):], text
+            pieces.append(piece)
+            p_tok = float(token_probe(hid[0, 0])) if token_probe is not None else None
+            if scores is not None:
+                scores.append(p_tok)
+            yield TokenEvent(n - 1, tok, piece, p_tok)
+            if not due:
+                continue
+
+            soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
+            if cfg.check == "fused":
+                p, soft_last = float(reminder.detector(hid[0, -1])), last[:, -1]
+            elif cfg.check == "separate":
+                last_s, h_s = adapter.forward(soft, adapter.positions(past + 1 + delta, soft.shape[1]), cache, layer)
+                p, soft_last = float(reminder.detector(h_s[0, -1])), last_s[:, -1]
+            else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
+                gen_emb = adapter.embed(torch.tensor([ids], device=adapter.device))
+                full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
+                pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
+                _, h_full = adapter.forward(full, pos, None, layer)
+                p = float(reminder.detector(h_full[0, -1]))
+            fired = p >= threshold
+            checks.append(CheckEvent(n, p, fired))
+            yield checks[-1]
+            if not fired:
+                if soft_last is not None:
+                    _truncate(cache, past + 1)
+                continue
+            injections.append(n)
+            if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
+                _truncate(cache, len(prompt))
+                soft_last = None
+            if soft_last is None:
+                base = cache.get_seq_length()
+                last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
+                soft_last = last_s[:, -1]
+            logits = adapter.logits(soft_last)
+        seconds = time.perf_counter() - start
+
+    yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, cfg.mode)
+
+
+def generate(adapter: VLMAdapter, prompt: str | Prompt, image: Image.Image | None = None, prefill: str = "",
+             reminder: Reminder | None = None, config: GenerationConfig | None = None, **overrides) -> Generation:
+    """Generate to the end and return the Generation (``overrides`` set GenerationConfig fields)."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("empty prompt")
+        prompt = adapter.build(prompt, image, prefill)
+    cfg = dataclasses.replace(config or GenerationConfig(), **overrides)
+    *_, result = stream(adapter, prompt, reminder, cfg)
+    return result
+
+
+def _truncate(cache, length: int) -> None:
+    """Roll the KV cache back to its first ``length`` positions."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def _pick(logits: torch.Tensor, suppress: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator) -> int:
+    """Greedy or seeded nucleus sampling over logits [1, V], never picking a suppressed id."""
+    logits = logits[0].clone()
+    logits[suppress] = float("-inf")
+    if not cfg.do_sample:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / max(cfg.temperature, 1e-5), dim=-1)
+    if cfg.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < cfg.top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=gen))

@@ -1,0 +1,6 @@
+"""Model adapters: the embedded offline VLM and real hub VLM families behind one interface."""
+
+from .base import Encoded, Prompt, VLMAdapter
+from .registry import REGISTRY, ModelNotFound, load_model
+
+__all__ = ["REGISTRY", "Encoded", "ModelNotFound", "Prompt", "VLMAdapter", "load_model"]
