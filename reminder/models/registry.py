@@ -59,7 +59,9 @@ def load_model(name_or_path: str = "embedded", dtype: torch.dtype | None = None,
                device: str | torch.device | None = None) -> VLMAdapter:
     """Load a VLM by short name, hub id (from the local cache) or folder, wrapped in its family adapter."""
     from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     display, target = resolve(name_or_path)
     folder = _local_folder(target)
     model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")

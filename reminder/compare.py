@@ -1,0 +1,184 @@
+"""Baseline vs guarded generation on one (attacked) input: the logic behind the app's Compare tab.
+
+``compare`` applies an attack to the prompt/image, then streams two runs of the same model: the baseline (the
+reminder loaded with ``guard=False``, so every token is scored but nothing is injected) and the guarded run. The two
+streams are interleaved token by token; each run's time is the time spent inside its own stream.
+
+Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
+``assets/attacks/<attack>/<model>/`` (``image.png`` replaces the image, ``suffix.txt`` is appended to the prompt,
+``prompt.txt`` replaces it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .checkpoint import Reminder
+from .generation import Generation, GenerationConfig, TokenEvent, stream
+from .images import open_image
+from .judges import is_refusal
+from .models.base import VLMAdapter
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TEXT_ATTACKS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "template")
+PRECOMPUTED = ("pgd", "gcg", "bap")
+ATTACKS = TEXT_ATTACKS + PRECOMPUTED
+
+
+class AttackUnavailable(ValueError):
+    """An attack whose artefacts are not there (one clear line)."""
+
+
+@dataclass
+class AttackedInput:
+    """What the model receives after an attack: the final prompt, image and forced assistant prefix."""
+
+    attack: str
+    prompt: str
+    image: Image.Image | None = None
+    prefill: str = ""
+    note: str = ""
+
+
+def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str = "embedded",
+                 assets: Path = ASSETS) -> AttackedInput:
+    """Turn a request into the attacked inputs (``prompt`` is the harmful instruction)."""
+    from attacks import figstep, mmsb, prefill
+
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if attack == "none":
+        return AttackedInput(attack, prompt, image)
+    if attack == "figstep":
+        return AttackedInput(attack, figstep.PROMPT, figstep.render(prompt),
+                             note="the instruction is typeset in the image; the text prompt asks to fill the list")
+    if attack == "mmsb-typo":
+        return AttackedInput(attack, mmsb.PROMPTS["TYPO"], mmsb.typo_image(prompt),
+                             note="the request is drawn as a phrase under the image")
+    if attack == "mmsb-sd-typo":
+        if image is None:
+            raise ValueError("mmsb-sd-typo stacks the uploaded image above the phrase: upload an image first")
+        return AttackedInput(attack, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(image, prompt),
+                             note="the uploaded image is stacked above the request drawn as text")
+    if attack == "prefill":
+        return AttackedInput(attack, prompt, image, prefill.PREFILLS[0],
+                             note=f"the answer is forced to start with '{prefill.PREFILLS[0]}'")
+    if attack == "template":
+        name = next(iter(prefill.TEMPLATES))
+        return AttackedInput(attack, prefill.apply_template(name, prompt), image,
+                             note=f"the request is wrapped in the '{name}' jailbreak template")
+    if attack in PRECOMPUTED:
+        return _precomputed(attack, prompt, image, model, assets)
+    raise ValueError(f"unknown attack '{attack}' (choose from {', '.join(ATTACKS)})")
+
+
+def _precomputed(attack: str, prompt: str, image: Image.Image | None, model: str, assets: Path) -> AttackedInput:
+    folder = assets / "attacks" / attack / model
+    if not folder.is_dir():
+        raise AttackUnavailable(f"{attack} is not available yet for model '{model}': no precomputed artefacts in "
+                                f"assets/attacks/{attack}/{model}/")
+    if (folder / "prompt.txt").is_file():
+        prompt = (folder / "prompt.txt").read_text()
+    if (folder / "suffix.txt").is_file():
+        prompt = f"{prompt} {(folder / 'suffix.txt').read_text().strip()}"
+    if (folder / "image.png").is_file():
+        image, _ = open_image(folder / "image.png")
+    return AttackedInput(attack, prompt, image, note=f"precomputed {attack} artefacts from assets/attacks/{attack}/")
+
+
+@dataclass
+class Run:
+    """One side of the comparison as it streams: text so far, per-token scores, time inside its stream."""
+
+    text: str = ""
+    scores: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+    result: Generation | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    @property
+    def seconds_per_token(self) -> float:
+        n = len(self.result.tokens) if self.result else len(self.scores)
+        return self.seconds / n if n else 0.0
+
+    @property
+    def refused(self) -> bool:
+        return is_refusal(self.text)
+
+
+@dataclass
+class Comparison:
+    """The state after each streamed step; ``done`` once both runs finished."""
+
+    inputs: AttackedInput
+    baseline: Run
+    guarded: Run
+    threshold: float
+
+    @property
+    def done(self) -> bool:
+        return self.baseline.done and self.guarded.done
+
+    @property
+    def tokens_until_intervention(self) -> int | None:
+        res = self.guarded.result
+        return res.injections[0] if res and res.injections else None
+
+    def to_json(self) -> dict:
+        """Plain data for the API: both texts, per-token scores, injections, verdicts and timings."""
+        out = {"attack": self.inputs.attack, "prompt": self.inputs.prompt, "prefill": self.inputs.prefill,
+               "note": self.inputs.note, "threshold": self.threshold,
+               "injections": self.guarded.result.injections if self.guarded.result else [],
+               "tokens_until_intervention": self.tokens_until_intervention}
+        for name, run in (("baseline", self.baseline), ("guarded", self.guarded)):
+            out[name] = {"text": run.text, "tokens": run.result.tokens if run.result else [], "scores": run.scores,
+                         "refused": run.refused, "seconds_per_token": run.seconds_per_token,
+                         "first_token_seconds": run.first_token_seconds,
+                         "checks": [vars(c) for c in run.result.checks] if run.result else []}
+        return out
+
+
+def compare(adapter: VLMAdapter, prompt: str, image: Image.Image | None = None, attack: str = "none",
+            reminder: Reminder | None = None, interval: int | None = None, threshold: float | None = None,
+            max_new_tokens: int = 64) -> Iterator[Comparison]:
+    """Yield the comparison after every streamed token of either run; the last one is ``done``."""
+    if reminder is None:
+        raise ValueError("pick a reminder: the comparison needs one (the baseline uses its probe to score tokens)")
+    reminder.check_model(adapter)
+    inputs = apply_attack(attack, prompt, image, adapter.name)
+    built = adapter.build(inputs.prompt, inputs.image, inputs.prefill)
+    threshold = reminder.threshold if threshold is None else threshold
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, interval=interval, threshold=threshold)
+    runs = {"baseline": Run(), "guarded": Run()}
+    streams = {"baseline": stream(adapter, built, reminder, dataclasses.replace(cfg, guard=False)),
+               "guarded": stream(adapter, built, reminder, cfg)}
+    state = Comparison(inputs, runs["baseline"], runs["guarded"], threshold)
+    while streams:
+        for name in list(streams):
+            run = runs[name]
+            t0 = time.perf_counter()
+            try:
+                event = next(streams[name])
+            except StopIteration:
+                del streams[name]
+                continue
+            run.seconds += time.perf_counter() - t0
+            if isinstance(event, TokenEvent):
+                run.first_token_seconds = run.first_token_seconds or run.seconds
+                run.text += event.text
+                run.scores.append(event.p_unsafe)
+                yield state
+            elif isinstance(event, Generation):
+                run.result, run.text = event, event.text
+                del streams[name]
+    yield state

@@ -1,0 +1,118 @@
+"""Guarded generation: exactness against plain decoding and against from-scratch encoding, for every family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_reminder
+from PIL import Image
+
+from reminder import generate
+from reminder.models.tiny import FAMILIES
+
+IMAGE = Image.new("RGB", (90, 70), (30, 120, 200))
+
+
+def _hf_greedy(adapter, prompt, n):
+    """transformers' own generate() on the same inputs: the reference for our decoding loop."""
+    batch = adapter.processor(text=prompt.text, images=[IMAGE], return_tensors="pt", add_special_tokens=False)
+    out = adapter.model.generate(**batch, max_new_tokens=n, do_sample=False, suppress_tokens=adapter.suppress_ids.tolist())
+    return out[0, batch["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_never_firing_guard_is_token_identical(tiny_models, family):
+    adapter = tiny_models[family]
+    prompt = adapter.build("Tell me a story.", IMAGE)
+    plain = generate(adapter, prompt, max_new_tokens=24)
+    rem = random_reminder(adapter, interval=4)
+    for check in ("fused", "separate", "reencode"):
+        guarded = generate(adapter, prompt, reminder=rem, max_new_tokens=24, threshold=1.01, check=check)
+        assert guarded.token_ids == plain.token_ids
+        assert len(guarded.checks) == 24 // 4 and not guarded.injections
+        assert len(guarded.harm_scores) == len(guarded.token_ids)
+    ref = _hf_greedy(adapter, prompt, 24)
+    assert plain.token_ids == ref[: len(plain.token_ids)]
+
+
+def test_never_firing_guard_is_token_identical_embedded(embedded):
+    prompt = embedded.build("Write a haiku about autumn.", IMAGE)
+    plain = generate(embedded, prompt, max_new_tokens=48)
+    guarded = generate(embedded, prompt, reminder=random_reminder(embedded, interval=16), threshold=1.01,
+                       max_new_tokens=48)
+    assert guarded.token_ids == plain.token_ids and len(guarded.checks) == 3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_injection_matches_encoding_from_scratch(tiny_models, family):
+    """After an injection, next-token logits equal those of prompt + generated + soft prompt encoded at once."""
+    adapter = tiny_models[family]
+    prompt = adapter.build("Tell me a story.", IMAGE)
+    rem = random_reminder(adapter, interval=4)
+    gen = generate(adapter, prompt, reminder=rem, max_new_tokens=10, threshold=0.0)
+    assert gen.injections == [4]
+    n = gen.injections[0]
+    soft = rem.soft_prompt()
+    with torch.no_grad():
+        enc = adapter.encode(prompt)
+        # the cached path, as generation runs it: prompt, then tokens one by one, the last fused with the reminder
+        cache = adapter.new_cache()
+        adapter.forward(enc.embeds, enc.positions, cache)
+        delta = enc.next_position - len(prompt)
+        for i, tok in enumerate(gen.token_ids[:n]):
+            step = adapter.embed(torch.tensor([[tok]]))
+            if i == n - 1:
+                step = torch.cat([step, soft], 1)
+            last, _ = adapter.forward(step, adapter.positions(cache.get_seq_length() + delta, step.shape[1]), cache)
+        cached = adapter.logits(last[0, -1])
+        # from scratch, no cache
+        full = torch.cat([enc.embeds, adapter.embed(torch.tensor([gen.token_ids[:n]])), soft], 1)
+        pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], -1)
+        scratch_hidden, _ = adapter.forward(full, pos)
+        scratch = adapter.logits(scratch_hidden[0, -1])
+        # and greedy continuation from scratch reproduces the tokens generation emitted after the injection
+        ids = list(gen.token_ids[:n])
+        tail = []
+        for _ in range(3):
+            e = torch.cat([enc.embeds, adapter.embed(torch.tensor([ids[:n]])), soft,
+                           adapter.embed(torch.tensor([tail], dtype=torch.long))], 1)
+            p = torch.cat([enc.positions, adapter.positions(enc.next_position, e.shape[1] - len(prompt))], -1)
+            lg = adapter.logits(adapter.forward(e, p)[0][0, -1])
+            lg[adapter.suppress_ids] = float("-inf")
+            tail.append(int(lg.argmax()))
+    torch.testing.assert_close(cached, scratch, atol=1e-4, rtol=1e-4)  # float32 on CPU
+    assert gen.token_ids[n:n + 3] == tail
+
+
+def test_regenerate_mode_restarts_from_prompt(tiny_models):
+    adapter = tiny_models["qwen2_vl"]
+    prompt = adapter.build("Tell me a story.", IMAGE)
+    rem = random_reminder(adapter, interval=4)
+    gen = generate(adapter, prompt, reminder=rem, max_new_tokens=12, threshold=0.0, mode="regenerate")
+    assert gen.injections == [4]
+    with torch.no_grad():  # the first token after the reminder comes from prompt + reminder alone
+        enc = adapter.encode(prompt)
+        e = torch.cat([enc.embeds, rem.soft_prompt()], 1)
+        p = torch.cat([enc.positions, adapter.positions(enc.next_position, 4)], -1)
+        lg = adapter.logits(adapter.forward(e, p)[0][0, -1])
+        lg[adapter.suppress_ids] = float("-inf")
+    assert gen.token_ids[4] == int(lg.argmax())
+    assert gen.answer == "".join(gen.tokens[4:])
+
+
+def test_sampling_is_seeded(tiny_models):
+    adapter = tiny_models["llava"]
+    a = generate(adapter, "Hi", max_new_tokens=12, do_sample=True, seed=3, temperature=1.5)
+    b = generate(adapter, "Hi", max_new_tokens=12, do_sample=True, seed=3, temperature=1.5)
+    c = generate(adapter, "Hi", max_new_tokens=12, do_sample=True, seed=4, temperature=1.5)
+    assert a.token_ids == b.token_ids and a.token_ids != c.token_ids
+
+
+def test_prompt_limits(tiny_models):
+    adapter = tiny_models["idefics3"]
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate(adapter, "   ")
+    with pytest.raises(ValueError, match="context"):
+        generate(adapter, "word " * 3000, max_new_tokens=4)
+    with pytest.raises(TypeError):
+        generate(adapter, "hi", no_such_option=1)
