@@ -41,6 +41,7 @@ class GenerationConfig:
     mode: Literal["continue", "regenerate"] = "continue"
     check: Literal["fused", "separate", "reencode"] = "fused"
     max_injections: int = 1
+    ignore_eos: bool = False  # keep decoding past end-of-turn (fixed-length benchmarks)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
         start = time.perf_counter()
         for _ in range(cfg.max_new_tokens):
             tok = _pick(logits, suppress, cfg, gen)
-            if tok in adapter.eos_ids:
+            if tok in adapter.eos_ids and not cfg.ignore_eos:
                 break
             ids.append(tok)
             n = len(ids)
