@@ -73,8 +73,8 @@ def cmd_generate(args) -> int:
         checks = ", ".join(f"@{c.at}: {c.p_unsafe:.2f}{' FIRED' if c.fired else ''}" for c in gen.checks)
         print(f"checks: {checks or 'none'}; injections at tokens {gen.injections or 'none'}", file=sys.stderr)
     n = max(len(gen.token_ids), 1)
-    print(f"{len(gen.token_ids)} tokens in {gen.generate_seconds:.2f} s ({gen.generate_seconds / n * 1000:.0f} ms/token)",
-          file=sys.stderr)
+    ms = gen.generate_seconds / n * 1000
+    print(f"{len(gen.token_ids)} tokens in {gen.generate_seconds:.2f} s ({ms:.0f} ms/token)", file=sys.stderr)
     return 0
 
 

@@ -88,7 +88,7 @@ class Generation:
     def segments(self) -> list[str]:
         """The text split at the injection points (for highlighting)."""
         cuts = [0, *self.injections, len(self.tokens)]
-        return ["".join(self.tokens[a:b]) for a, b in zip(cuts, cuts[1:])]
+        return ["".join(self.tokens[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -16,7 +16,8 @@ IMAGE = Image.new("RGB", (90, 70), (30, 120, 200))
 def _hf_greedy(adapter, prompt, n):
     """transformers' own generate() on the same inputs: the reference for our decoding loop."""
     batch = adapter.processor(text=prompt.text, images=[IMAGE], return_tensors="pt", add_special_tokens=False)
-    out = adapter.model.generate(**batch, max_new_tokens=n, do_sample=False, suppress_tokens=adapter.suppress_ids.tolist())
+    out = adapter.model.generate(**batch, max_new_tokens=n, do_sample=False,
+                                 suppress_tokens=adapter.suppress_ids.tolist())
     return out[0, batch["input_ids"].shape[1]:].tolist()
 
 

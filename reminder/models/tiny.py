@@ -23,9 +23,9 @@ CHATML = (
 
 
 def _text(vocab: int, **extra) -> dict:
-    return dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=2, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                tie_word_embeddings=False, **extra)
+    return dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=2, hidden_size=64,
+                intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=2048, tie_word_embeddings=False, **extra)
 
 
 def build_tiny(family: str, folder: str | Path, seed: int = 0) -> Path:
