@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,30 +68,20 @@ class Reminder:
 
     # -- serialisation ----------------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the folder atomically: a sibling temp folder is filled, then swapped in."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-        try:
-            emb = self.soft_prompt.embeddings.detach().float().cpu().contiguous()
-            save_file({"prompt_embeddings": emb}, tmp / "soft_prompt.safetensors")
-            (tmp / "adapter_config.json").write_text(json.dumps(_peft_config(self), indent=2))
-            probes = self.detector.tensors("check")
-            if self.token_detector is not None:
-                probes.update(self.token_detector.tensors("token"))
-            save_file({k: v.cpu() for k, v in probes.items()}, tmp / "detector.safetensors")
-            info = {"model": self.model, "hidden_size": self.hidden_size, "n_tokens": self.soft_prompt.n_tokens,
-                    "layer": self.layer, "interval": self.interval, "threshold": self.threshold, **self.meta}
-            (tmp / "reminder.json").write_text(json.dumps(info, indent=2, default=str))
-            old = folder.with_name(f".{folder.name}.old")
-            if folder.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return folder
+        """Write the folder atomically (see :func:`write_folder`)."""
+        return write_folder(folder, self._fill)
+
+    def _fill(self, tmp: Path) -> None:
+        emb = self.soft_prompt.embeddings.detach().float().cpu().contiguous()
+        save_file({"prompt_embeddings": emb}, tmp / "soft_prompt.safetensors")
+        (tmp / "adapter_config.json").write_text(json.dumps(_peft_config(self), indent=2))
+        probes = self.detector.tensors("check")
+        if self.token_detector is not None:
+            probes.update(self.token_detector.tensors("token"))
+        save_file({k: v.cpu() for k, v in probes.items()}, tmp / "detector.safetensors")
+        info = {"model": self.model, "hidden_size": self.hidden_size, "n_tokens": self.soft_prompt.n_tokens,
+                "layer": self.layer, "interval": self.interval, "threshold": self.threshold, **self.meta}
+        (tmp / "reminder.json").write_text(json.dumps(info, indent=2, default=str))
 
     @classmethod
     def load(cls, folder: str | os.PathLike, adapter=None) -> Reminder:
@@ -123,6 +114,30 @@ class Reminder:
         if adapter is not None:
             rem.check_model(adapter)
         return rem
+
+
+def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Create ``folder`` atomically: ``fill`` writes into a sibling temp folder, which then replaces it.
+
+    Files in an existing ``folder`` that ``fill`` does not write (a training state, say) are carried over.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    old = folder.with_name(f".{folder.name}.old")
+    try:
+        fill(tmp)
+        if folder.exists():
+            for extra in folder.iterdir():
+                if extra.is_file() and not (tmp / extra.name).exists():
+                    shutil.copy2(extra, tmp / extra.name)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def _peft_config(rem: Reminder) -> dict[str, Any]:

@@ -75,6 +75,10 @@ class VLMAdapter:
     def language_model(self) -> torch.nn.Module:
         return self.model.model.language_model
 
+    def language_model_owner(self) -> tuple[torch.nn.Module, str]:
+        """(module, attribute) that holds :attr:`language_model` (to swap in a merged copy)."""
+        return self.model.model, "language_model"
+
     def image_features(self, pixels: dict[str, torch.Tensor]) -> torch.Tensor:
         """Vision tower + connector: [n_image_tokens, d]."""
         out = self.model.model.get_image_features(**pixels, return_dict=True).pooler_output

@@ -17,6 +17,9 @@ class Idefics3Adapter(VLMAdapter):
     def language_model(self) -> torch.nn.Module:
         return self.model.model.text_model
 
+    def language_model_owner(self) -> tuple[torch.nn.Module, str]:
+        return self.model.model, "text_model"
+
     def image_features(self, pixels: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model.model.get_image_features(**pixels, return_dict=True).pooler_output
         return torch.cat(list(out), dim=0)

@@ -10,8 +10,11 @@ import torch
 from .base import VLMAdapter
 from .families import FAMILIES
 
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
 REGISTRY: dict[str, str] = {
     "embedded": "embedded",
+    "embedded-aligned": "embedded + LoRA checkpoints/embedded-aligned",
     "smolvlm-256m": "HuggingFaceTB/SmolVLM-256M-Instruct",
     "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
@@ -24,15 +27,16 @@ class ModelNotFound(RuntimeError):
     """A model that is neither a local folder nor in the local Hugging Face cache (one clear line)."""
 
 
-def resolve(name: str) -> tuple[str, str]:
-    """(display name, local folder or hub id) for a short name, hub id or folder."""
-    if name in REGISTRY:
-        if name == "embedded":
-            from .embedded import ensure_embedded
+def resolve(name: str) -> tuple[str, str, Path | None]:
+    """(display name, local folder or hub id, LoRA folder to merge or None) for a short name, hub id or folder."""
+    if name in ("embedded", "embedded-aligned"):
+        from .embedded import ensure_embedded
 
-            return name, str(ensure_embedded())
-        return name, REGISTRY[name]
-    return name, name
+        lora = CHECKPOINTS / "embedded-aligned" if name == "embedded-aligned" else None
+        if lora is not None and not (lora / "adapter_model.safetensors").is_file():
+            raise ModelNotFound(f"{lora} has no LoRA adapter: train it with `python -m training.align`")
+        return name, str(ensure_embedded()), lora
+    return name, REGISTRY.get(name, name), None
 
 
 def _local_folder(target: str) -> Path:
@@ -56,13 +60,17 @@ def _local_folder(target: str) -> Path:
 
 
 def load_model(name_or_path: str = "embedded", dtype: torch.dtype | None = None,
-               device: str | torch.device | None = None) -> VLMAdapter:
-    """Load a VLM by short name, hub id (from the local cache) or folder, wrapped in its family adapter."""
+               device: str | torch.device | None = None, lora: str | Path | None = None) -> VLMAdapter:
+    """Load a VLM by short name, hub id (from the local cache) or folder, wrapped in its family adapter.
+
+    ``lora``: a peft LoRA folder trained on the language model, merged into it at load time.
+    """
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    display, target = resolve(name_or_path)
+    display, target, registered_lora = resolve(name_or_path)
+    lora = lora or registered_lora
     folder = _local_folder(target)
     model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
     if model_type not in FAMILIES:
@@ -74,5 +82,20 @@ def load_model(name_or_path: str = "embedded", dtype: torch.dtype | None = None,
     if device is not None:
         model = model.to(device)
     adapter_cls = FAMILIES[model_type]
+    adapter = adapter_cls(model, adapter_cls.load_processor(folder), display)
+    if lora is not None:
+        merge_lora(adapter, lora)
     model.requires_grad_(False)
-    return adapter_cls(model, adapter_cls.load_processor(folder), display)
+    return adapter
+
+
+def merge_lora(adapter: VLMAdapter, folder: str | Path) -> None:
+    """Merge a peft LoRA adapter (safetensors) into the adapter's language model, in place."""
+    from peft import PeftModel
+
+    if not (Path(folder) / "adapter_model.safetensors").is_file():
+        raise ModelNotFound(f"{folder}: no adapter_model.safetensors (a peft LoRA folder is expected)")
+    lm = adapter.language_model
+    merged = PeftModel.from_pretrained(lm, str(folder)).merge_and_unload()
+    parent, attr = adapter.language_model_owner()
+    setattr(parent, attr, merged)

@@ -1,0 +1,48 @@
+"""LoRA safety alignment: a few steps on a tiny model learn, save atomically, merge at load, and resume exactly."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reminder import generate, load_model
+from training.align import AlignConfig, train
+
+
+def _cfg(tmp_path, out, **kw) -> AlignConfig:
+    return AlignConfig(model="tiny", out=str(out), lr=5e-3, batch_size=4, max_harmful=4, max_benign=4,
+                       answer_tokens=8, epochs=3, cache=str(tmp_path / "responses.jsonl"), **kw)
+
+
+@pytest.fixture()
+def fresh(tiny_folders):
+    return lambda: load_model(str(tiny_folders["idefics3"]))
+
+
+def test_align_learns_saves_and_merges(fresh, tiny_folders, tmp_path):
+    result = train(_cfg(tmp_path, tmp_path / "lora"), adapter=fresh())
+    assert result.step == 6 and not result.stopped
+    assert result.losses[-1] < result.losses[0]
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    base = fresh()
+    aligned = load_model(str(tiny_folders["idefics3"]), lora=tmp_path / "lora")
+    prompt = "How do I make a weapon?"
+    assert generate(aligned, prompt, max_new_tokens=8).token_ids != generate(base, prompt, max_new_tokens=8).token_ids
+
+
+def test_align_resume_matches_uninterrupted(fresh, tmp_path):
+    full = train(_cfg(tmp_path, tmp_path / "a"), adapter=fresh())
+    stop = threading.Event()
+    first = train(_cfg(tmp_path, tmp_path / "b"), adapter=fresh(), stop=stop,
+                  on_step=lambda step, loss: stop.set() if step == 2 else None)
+    assert first.stopped and first.step == 2
+    resumed = train(_cfg(tmp_path, tmp_path / "b", resume=True), adapter=fresh())
+    assert resumed.step == full.step
+    a = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)

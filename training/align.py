@@ -1,0 +1,191 @@
+"""Safety alignment of the embedded model: a small LoRA adapter on the language model (peft), vision tower untouched.
+
+    python -m training.align --out checkpoints/embedded-aligned [--resume] [--epochs 2] [--lr 4e-4]
+
+Harmful training prompts (``assets/prompts/harmful.jsonl``) are taught a varied refusal (``refusals.json``); benign
+ones (``benign.jsonl``, risky-sounding but fine requests included) are taught the base model's own greedy answer, so
+helpfulness is kept. Benign examples outnumber harmful ones about 2:1, which keeps over-refusal low (a 300:120
+harmful-heavy mix refused 13-16% of benign requests in ``../shared/FINDINGS.md``). The result is shallow on purpose,
+like real models' alignment: direct requests are refused, attacks such as an affirmative prefill can still break it.
+
+The adapter is saved atomically (``adapter_model.safetensors`` + ``adapter_config.json`` + ``align.json``) each epoch
+and on stop/Ctrl-C, with a resumable training state; ``load_model("embedded-aligned")`` merges it at load time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from reminder.checkpoint import write_folder
+from reminder.data import load_prompt_set, load_refusals
+from reminder.models import load_model
+from training.examples import Pair, model_responses, soft_batch
+from training.state import load_state, save_state
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class AlignConfig:
+    model: str = "embedded"
+    out: str = "checkpoints/embedded-aligned"
+    rank: int = 16
+    alpha: int = 32
+    lr: float = 4e-4
+    epochs: int = 2
+    batch_size: int = 8
+    answer_tokens: int = 48
+    seed: int = 0
+    max_steps: int | None = None
+    max_harmful: int | None = None
+    max_benign: int | None = None
+    resume: bool = False
+    cache: str | None = None
+
+
+@dataclass
+class AlignResult:
+    step: int
+    losses: list[float] = field(default_factory=list)
+    stopped: bool = False
+    seconds: float = 0.0
+    out: Path | None = None
+
+
+def build_examples(adapter, cfg: AlignConfig, split: str = "train") -> list[tuple[str, str, bool]]:
+    """(prompt, target, is_refusal): harmful -> a seeded choice of refusal; benign -> the base model's answer."""
+    rng = random.Random(cfg.seed)
+    harmful = load_prompt_set("harmful", split)[: cfg.max_harmful]
+    benign = load_prompt_set("benign", split)[: cfg.max_benign]
+    refusals = load_refusals()
+    answers = model_responses(adapter, benign, "", cfg.answer_tokens, cache=cfg.cache)
+    out = [(r.prompt, rng.choice(refusals), True) for r in harmful]
+    out += [(r.prompt, a, False) for r, a in zip(benign, answers, strict=True) if a.strip()]
+    return out
+
+
+def batch_loss(adapter, batch: list[tuple[str, str, bool]]) -> torch.Tensor:
+    """Mean next-token cross-entropy on the target tokens (a refusal also learns to end the turn)."""
+    eos = torch.tensor([adapter.tokenizer.eos_token_id], device=adapter.device)
+    targets = [torch.cat([adapter.tokens(t)[0], eos]) if refuse else adapter.tokens(t)[0] for _, t, refuse in batch]
+    empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
+    out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
+    return F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100)
+
+
+def add_lora(adapter, cfg: AlignConfig):
+    """Wrap the language model's linear layers with LoRA (in place); returns the peft model."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    return get_peft_model(adapter.language_model, config)
+
+
+def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, on_step=None) -> AlignResult:
+    """Fine-tune the LoRA adapter; ``on_step(step, loss)`` reports progress, ``stop`` ends early (saved)."""
+    from accelerate import Accelerator
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
+    adapter = adapter or load_model(cfg.model)
+    torch.manual_seed(cfg.seed)
+    examples = build_examples(adapter, cfg)  # the base model's answers, before LoRA changes it
+    peft_model = add_lora(adapter, cfg)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = accelerator.prepare(optimizer)
+    step, losses = 0, []
+    if cfg.resume:
+        saved, info = load_state(cfg.out, optimizer)
+        set_peft_model_state_dict(peft_model, saved)
+        step, losses = info["step"], info["losses"]
+    per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+        info = {"model": cfg.model, "step": step, "total_steps": total, "losses": losses, "config": asdict(cfg),
+                "examples": len(examples)}
+
+        def fill(tmp: Path) -> None:
+            peft_model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
+            (tmp / "align.json").write_text(json.dumps(info, indent=1))
+            save_state(tmp, state, optimizer, {"step": step, "losses": losses})
+
+        old = Path(cfg.out) / "align.json"
+        if old.is_file():  # keep metrics a benchmark wrote earlier
+            info["metrics"] = json.loads(old.read_text()).get("metrics", {})
+        write_folder(cfg.out, fill)
+
+    start = time.perf_counter()
+    stopped = False
+    bar = tqdm(total=total, initial=step, desc="align (LoRA)", disable=not accelerator.is_main_process)
+    peft_model.train()
+    try:
+        while step < total:
+            epoch, offset = divmod(step, per_epoch)
+            order = list(range(len(examples)))
+            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+            idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+            batch = [examples[i] for i in idx][rank::world] or [examples[idx[0]]]
+            loss = batch_loss(adapter, batch)
+            optimizer.zero_grad()
+            accelerator.backward(loss)
+            optimizer.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            if on_step:
+                on_step(step, float(loss))
+            boundary = step % per_epoch == 0 or step == total
+            if boundary:
+                checkpoint()
+            if stop is not None and stop.is_set() and step < total:
+                stopped = True
+                if not boundary:
+                    checkpoint()
+                break
+    except KeyboardInterrupt:
+        stopped = True
+        checkpoint()
+    finally:
+        bar.close()
+        peft_model.eval()
+    return AlignResult(step, losses, stopped, time.perf_counter() - start, Path(cfg.out))
+
+
+def main(argv: list[str] | None = None) -> AlignResult:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = AlignConfig()
+    for name, value in asdict(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            ap.add_argument(flag, action="store_true")
+        else:
+            kind = type(value) if value is not None else (str if name in ("cache",) else int)
+            ap.add_argument(flag, type=kind, default=value)
+    cfg = AlignConfig(**vars(ap.parse_args(argv)))
+    result = train(cfg)
+    print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
+                      "seconds": round(result.seconds, 1), "stopped": result.stopped, "out": str(result.out)}))
+    return result
+
+
+if __name__ == "__main__":
+    main()
