@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,24 +14,24 @@ from .checkpoint import FILES, PICKLE_SUFFIXES, Reminder, ReminderError
 MAX_UNZIPPED_BYTES = 512 * 2**20  # a reminder is a few soft-prompt vectors and probes: far below this
 
 
-def checkpoint_roots() -> list[Path]:
-    """Where reminder folders live: ``$REMINDER_CHECKPOINTS`` (os.pathsep-separated) or ``checkpoints``."""
-    return [Path(p).expanduser() for p in os.environ.get("REMINDER_CHECKPOINTS", "checkpoints").split(os.pathsep)]
+def checkpoint_roots(default: str = "checkpoints") -> list[Path]:
+    """Where reminder folders live: ``$REMINDER_CHECKPOINTS`` (os.pathsep-separated), else ``default``."""
+    return [Path(p).expanduser() for p in os.environ.get("REMINDER_CHECKPOINTS", default).split(os.pathsep)]
 
 
 def find_reminders(model: str, roots: list[Path] | None = None) -> dict[str, Path]:
-    """Reminder folders (``<root>/<name>/reminder.json``) made for ``model``: {label: folder}."""
+    """Reminder folders under ``roots`` that load and were made for ``model``: {label: folder}."""
     found: dict[str, Path] = {}
     for root in roots if roots is not None else checkpoint_roots():
         if not root.is_dir():
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
-                info = json.loads((folder / "reminder.json").read_text())
-            except (OSError, ValueError):
+                if Reminder.load(folder).model != model:
+                    continue
+            except ReminderError:
                 continue
-            if info.get("model") == model:
-                found[folder.name if folder.name not in found else str(folder)] = folder
+            found[folder.name if folder.name not in found else str(folder)] = folder
     return found
 
 

@@ -119,7 +119,8 @@ class Reminder:
 def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Create ``folder`` atomically: ``fill`` writes into a sibling temp folder, which then replaces it.
 
-    Files in an existing ``folder`` that ``fill`` does not write (a training state, say) are carried over.
+    Entries of an existing ``folder`` that ``fill`` does not write (a training state, a LoRA subfolder) are carried
+    over.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +130,8 @@ def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
         fill(tmp)
         if folder.exists():
             for extra in folder.iterdir():
-                if extra.is_file() and not (tmp / extra.name).exists():
-                    shutil.copy2(extra, tmp / extra.name)
+                if not (tmp / extra.name).exists():
+                    (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, tmp / extra.name)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
         os.replace(tmp, folder)

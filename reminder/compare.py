@@ -5,8 +5,8 @@ reminder loaded with ``guard=False``, so every token is scored but nothing is in
 streams are interleaved token by token; each run's time is the time spent inside its own stream.
 
 Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
-``assets/attacks/<attack>/<model>/`` (``image.png`` replaces the image, ``suffix.txt`` is appended to the prompt,
-``prompt.txt`` replaces it).
+``<root>/<attack>/<model>/`` for the roots ``assets/attacks`` (shipped) and ``$REMINDER_HOME/attacks`` (the app's
+attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the prompt, ``suffix.txt`` is appended to it.
 """
 
 from __future__ import annotations
@@ -46,50 +46,57 @@ class AttackedInput:
     note: str = ""
 
 
+NOTES = {
+    "figstep": "the instruction is typeset in the image; the text prompt asks to fill in the list",
+    "mmsb-typo": "the request is drawn as a phrase; the text prompt asks for the steps",
+    "mmsb-sd-typo": "the uploaded image is stacked above the request drawn as a phrase",
+    "prefill": "the answer is forced to start with the prefill",
+    "template": "the request is wrapped in a jailbreak template",
+}
+
+
 def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str = "embedded",
                  assets: Path = ASSETS) -> AttackedInput:
-    """Turn a request into the attacked inputs (``prompt`` is the harmful instruction)."""
-    from attacks import figstep, mmsb, prefill
+    """Turn a request into the attacked inputs (``prompt`` is the harmful instruction; ``attack`` may be
+    ``name:arg`` as in :mod:`attacks.compose`, e.g. ``template:fiction``)."""
+    from attacks import mmsb
+    from attacks.compose import attack_inputs
+
+    from .datasets import Record
 
     if not prompt.strip():
         raise ValueError("the prompt is empty")
-    if attack == "none":
-        return AttackedInput(attack, prompt, image)
-    if attack == "figstep":
-        return AttackedInput(attack, figstep.PROMPT, figstep.render(prompt),
-                             note="the instruction is typeset in the image; the text prompt asks to fill the list")
-    if attack == "mmsb-typo":
-        return AttackedInput(attack, mmsb.PROMPTS["TYPO"], mmsb.typo_image(prompt),
-                             note="the request is drawn as a phrase under the image")
-    if attack == "mmsb-sd-typo":
+    name = attack.partition(":")[0]
+    if name in PRECOMPUTED:
+        return _precomputed(name, prompt, image, model, assets)
+    if name == "mmsb-sd-typo":
         if image is None:
             raise ValueError("mmsb-sd-typo stacks the uploaded image above the phrase: upload an image first")
-        return AttackedInput(attack, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(image, prompt),
-                             note="the uploaded image is stacked above the request drawn as text")
-    if attack == "prefill":
-        return AttackedInput(attack, prompt, image, prefill.PREFILLS[0],
-                             note=f"the answer is forced to start with '{prefill.PREFILLS[0]}'")
-    if attack == "template":
-        name = next(iter(prefill.TEMPLATES))
-        return AttackedInput(attack, prefill.apply_template(name, prompt), image,
-                             note=f"the request is wrapped in the '{name}' jailbreak template")
-    if attack in PRECOMPUTED:
-        return _precomputed(attack, prompt, image, model, assets)
-    raise ValueError(f"unknown attack '{attack}' (choose from {', '.join(ATTACKS)})")
+        return AttackedInput(attack, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(image, prompt), note=NOTES[name])
+    record = Record("app", "", prompt, (lambda: image) if image is not None else None)
+    out = attack_inputs(attack, record)
+    return AttackedInput(attack, out.prompt, out.image, out.prefill, NOTES.get(name, ""))
+
+
+def lab_folder(attack: str, model: str) -> Path:
+    """Where the app's attack lab saves an optimised attack's artefacts (read back by :func:`apply_attack`)."""
+    from .models.embedded import reminder_home
+
+    return reminder_home() / "attacks" / attack / model
 
 
 def _precomputed(attack: str, prompt: str, image: Image.Image | None, model: str, assets: Path) -> AttackedInput:
-    folder = assets / "attacks" / attack / model
-    if not folder.is_dir():
+    folder = next((f for f in (assets / "attacks" / attack / model, lab_folder(attack, model)) if f.is_dir()), None)
+    if folder is None:
         raise AttackUnavailable(f"{attack} is not available yet for model '{model}': no precomputed artefacts in "
-                                f"assets/attacks/{attack}/{model}/")
+                                f"assets/attacks/{attack}/{model}/ (run it in the Attack lab or the attacks CLI)")
     if (folder / "prompt.txt").is_file():
         prompt = (folder / "prompt.txt").read_text()
     if (folder / "suffix.txt").is_file():
         prompt = f"{prompt} {(folder / 'suffix.txt').read_text().strip()}"
     if (folder / "image.png").is_file():
         image, _ = open_image(folder / "image.png")
-    return AttackedInput(attack, prompt, image, note=f"precomputed {attack} artefacts from assets/attacks/{attack}/")
+    return AttackedInput(attack, prompt, image, note=f"precomputed {attack} artefacts from {folder}")
 
 
 @dataclass
@@ -103,13 +110,12 @@ class Run:
     result: Generation | None = None
 
     @property
-    def done(self) -> bool:
-        return self.result is not None
-
-    @property
     def seconds_per_token(self) -> float:
-        n = len(self.result.tokens) if self.result else len(self.scores)
-        return self.seconds / n if n else 0.0
+        """Decode time per token after the first (the first also pays for reading the prompt)."""
+        n = len(self.scores)
+        if n < 2 or self.first_token_seconds is None:
+            return self.seconds / n if n else 0.0
+        return (self.seconds - self.first_token_seconds) / (n - 1)
 
     @property
     def refused(self) -> bool:
@@ -118,16 +124,12 @@ class Run:
 
 @dataclass
 class Comparison:
-    """The state after each streamed step; ``done`` once both runs finished."""
+    """The state after each streamed step; both runs hold their ``result`` in the last one."""
 
     inputs: AttackedInput
     baseline: Run
     guarded: Run
     threshold: float
-
-    @property
-    def done(self) -> bool:
-        return self.baseline.done and self.guarded.done
 
     @property
     def tokens_until_intervention(self) -> int | None:
@@ -151,7 +153,7 @@ class Comparison:
 def compare(adapter: VLMAdapter, prompt: str, image: Image.Image | None = None, attack: str = "none",
             reminder: Reminder | None = None, interval: int | None = None, threshold: float | None = None,
             max_new_tokens: int = 64) -> Iterator[Comparison]:
-    """Yield the comparison after every streamed token of either run; the last one is ``done``."""
+    """Yield the comparison after every streamed token of either run, and once more when both have finished."""
     if reminder is None:
         raise ValueError("pick a reminder: the comparison needs one (the baseline uses its probe to score tokens)")
     reminder.check_model(adapter)

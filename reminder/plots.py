@@ -21,12 +21,13 @@ def _hover(tokens: Sequence[str]) -> list[str]:
 def token_scores(baseline: Generation, guarded: Generation, threshold: float) -> go.Figure:
     """Per-token P(unsafe) of both runs, the threshold line, and a marker where the reminder fired."""
     fig = go.Figure()
-    for name, run in (("baseline", baseline), ("guarded", guarded)):
+    for name, run in (("guarded", guarded), ("baseline", baseline)):  # baseline dotted on top: both stay visible
         scores = run.harm_scores or []
         fig.add_trace(go.Scatter(
             x=list(range(len(scores))), y=scores, mode="lines+markers", name=name,
-            line=dict(color=COLOURS[name], width=2, dash="solid" if name == "guarded" else "dot"),
-            marker=dict(size=5), customdata=_hover(run.tokens[:len(scores)]),
+            line=dict(color=COLOURS[name], width=4 if name == "guarded" else 2,
+                      dash="solid" if name == "guarded" else "dot"),
+            marker=dict(size=7 if name == "guarded" else 4), customdata=_hover(run.tokens[:len(scores)]),
             hovertemplate=f"{name} #%{{x}} %{{customdata}}<br>P(unsafe)=%{{y:.3f}}<extra></extra>"))
     checks = guarded.checks
     if checks:

@@ -1,6 +1,6 @@
 """Safety alignment of the embedded model: a small LoRA adapter on the language model (peft), vision tower untouched.
 
-    python -m training.align --out checkpoints/embedded-aligned [--resume] [--epochs 2] [--lr 4e-4]
+    python -m training.align [--out checkpoints/embedded-aligned/lora] [--resume] [--epochs 2] [--lr 4e-4]
 
 Harmful training prompts (``assets/prompts/harmful.jsonl``) are taught a varied refusal (``refusals.json``); benign
 ones (``benign.jsonl``, risky-sounding but fine requests included) are taught the base model's own greedy answer, so
@@ -38,7 +38,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 @dataclass
 class AlignConfig:
     model: str = "embedded"
-    out: str = "checkpoints/embedded-aligned"
+    out: str = "checkpoints/embedded-aligned/lora"
     rank: int = 16
     alpha: int = 32
     lr: float = 4e-4

@@ -14,7 +14,7 @@ CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 REGISTRY: dict[str, str] = {
     "embedded": "embedded",
-    "embedded-aligned": "embedded + LoRA checkpoints/embedded-aligned",
+    "embedded-aligned": "embedded + LoRA checkpoints/embedded-aligned/lora",
     "smolvlm-256m": "HuggingFaceTB/SmolVLM-256M-Instruct",
     "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
@@ -32,7 +32,7 @@ def resolve(name: str) -> tuple[str, str, Path | None]:
     if name in ("embedded", "embedded-aligned"):
         from .embedded import ensure_embedded
 
-        lora = CHECKPOINTS / "embedded-aligned" if name == "embedded-aligned" else None
+        lora = CHECKPOINTS / "embedded-aligned" / "lora" if name == "embedded-aligned" else None
         if lora is not None and not (lora / "adapter_model.safetensors").is_file():
             raise ModelNotFound(f"{lora} has no LoRA adapter: train it with `python -m training.align`")
         return name, str(ensure_embedded()), lora

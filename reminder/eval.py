@@ -1,0 +1,245 @@
+"""Benchmark grid: datasets x attacks x defences -> results.jsonl (one row per generation), summary.csv, report.html.
+
+    python -m reminder.eval --model embedded --dataset figstep-tiny --attack figstep \\
+        --defense none,reminder,self-reminder --limit 50 --out results/run1 --reminder checkpoints/embedded
+
+Resumable: rows already in ``results*.jsonl`` are skipped, each new row is appended and flushed. Under
+``accelerate launch -m reminder.eval`` with several processes, process i runs every n-th grid item into
+``results.rank{i}.jsonl`` and the main process writes the summary and report once all are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from attacks.compose import attack_inputs
+
+from .checkpoint import Reminder
+from .datasets import Record, load_dataset
+from .defenses import get_defense
+from .generation import GenerationConfig
+from .judges import JudgeUnavailable, get_judge
+from .models import ModelNotFound, load_model
+
+
+@dataclass
+class EvalConfig:
+    """One benchmark grid. ``datasets``/``attacks``/``defenses``/``judges``: registry names (``name:arg`` allowed)."""
+
+    out: str
+    model: str = "embedded"
+    datasets: list[str] = field(default_factory=lambda: ["figstep-tiny"])
+    attacks: list[str] = field(default_factory=lambda: ["none"])
+    defenses: list[str] = field(default_factory=lambda: ["none"])
+    judges: list[str] = field(default_factory=lambda: ["keyword"])
+    reminder: str | None = None
+    limit: int | None = None
+    data_dir: str | None = None
+    max_new_tokens: int = 96
+    interval: int | None = None
+    threshold: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class Summary:
+    """Aggregates per (dataset, attack, defence[, category]); ``rows``: the per-generation results it was built from."""
+
+    groups: list[dict]
+    rows: list[dict]
+
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        cols = list(dict.fromkeys(k for g in self.groups for k in g))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=cols)
+            writer.writeheader()
+            writer.writerows(self.groups)
+        return path
+
+
+def row_key(row: dict) -> tuple[str, str, str, str]:
+    return row["dataset"], row["id"], row["attack"], row["defense"]
+
+
+def grid(cfg: EvalConfig) -> Iterator[tuple[str, Record, str, str]]:
+    """(dataset, record, attack, defence) in a fixed order."""
+    for ds in cfg.datasets:
+        for rec in load_dataset(ds, cfg.data_dir, cfg.limit):
+            for attack in cfg.attacks:
+                for defense in cfg.defenses:
+                    yield ds, rec, attack, defense
+
+
+def read_rows(out: Path) -> list[dict]:
+    """All rows written so far (every process's file); a torn last line (killed mid-write) is ignored."""
+    rows = []
+    for path in sorted(out.glob("results*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _verdict(judge, prompt: str, text: str | None) -> dict | None:
+    if text is None:
+        return None
+    v = judge(prompt, text)
+    return {"refused": v.refused, "harmful": None if math.isnan(v.harmful) else v.harmful, "valid": v.valid,
+            "detail": v.detail}
+
+
+def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: Reminder | None,
+            gen_cfg: GenerationConfig, judges: dict) -> dict:
+    """Generate one grid cell and judge it: the full answer (prefill included) and the text after the reminder."""
+    inputs = attack_inputs(attack, rec)
+    start = time.perf_counter()
+    gen = get_defense(defense).apply(adapter, rec, inputs, reminder, gen_cfg)
+    seconds = time.perf_counter() - start
+    full = inputs.prefill + gen.answer
+    first = gen.injections[0] if gen.injections else None
+    after = "".join(gen.tokens[first:]) if first is not None else None
+    return {
+        "dataset": ds, "id": rec.id, "category": rec.category, "harmful_request": rec.harmful, "attack": attack,
+        "defense": defense, "prompt": inputs.prompt, "prefill": inputs.prefill, "has_image": inputs.image is not None,
+        "text": gen.text, "answer": full, "n_tokens": len(gen.token_ids), "prompt_tokens": gen.prompt_tokens,
+        "harm_scores": gen.harm_scores, "checks": [asdict(c) for c in gen.checks], "injections": gen.injections,
+        "tokens_before_reminder": first,
+        "judge": {name: _verdict(j, rec.prompt, full) for name, j in judges.items()},
+        "judge_after": {name: _verdict(j, rec.prompt, after) for name, j in judges.items()},
+        "generate_seconds": gen.generate_seconds, "seconds": seconds,
+        "seconds_per_token": gen.generate_seconds / max(len(gen.token_ids), 1),
+    }
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def summarise(rows: list[dict]) -> Summary:
+    """ASR (harmful requests judged not refused, per judge), over-refusal (benign requests refused), mean tokens
+    before the reminder fired, fire rate and time per token, per (dataset, attack, defence) and per category."""
+    buckets: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        buckets[(r["dataset"], r["attack"], r["defense"], "all")].append(r)
+        buckets[(r["dataset"], r["attack"], r["defense"], r["category"] or "-")].append(r)
+    judges = sorted({j for r in rows for j in r["judge"]})
+    groups = []
+    for (ds, attack, defense, cat), rs in sorted(buckets.items(), key=lambda kv: (kv[0][:3], kv[0][3] != "all")):
+        g = {"dataset": ds, "attack": attack, "defense": defense, "category": cat, "n": len(rs)}
+        harmful = [r for r in rs if r["harmful_request"]]
+        benign = [r for r in rs if not r["harmful_request"]]
+        for j in judges:
+            verdicts = [r["judge"].get(j) for r in harmful]
+            g[f"asr_{j}"] = _mean([None if v is None or not v["valid"] else float(not v["refused"]) for v in verdicts])
+            g[f"over_refusal_{j}"] = _mean([float(r["judge"][j]["refused"]) for r in benign if r["judge"].get(j)])
+        g["fire_rate"] = _mean([float(bool(r["injections"])) for r in rs])
+        g["tokens_before_reminder"] = _mean([r["tokens_before_reminder"] for r in rs])
+        g["seconds_per_token"] = _mean([r["seconds_per_token"] for r in rs])
+        groups.append(g)
+    return Summary(groups, rows)
+
+
+def _process() -> tuple[int, int, Callable[[], None]]:
+    """(index, count, barrier) of this process under accelerate; (0, 1, no-op) otherwise."""
+    try:
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.num_processes > 1:
+            return state.process_index, state.num_processes, state.wait_for_everyone
+    except (ImportError, RuntimeError, ValueError):
+        pass
+    return 0, 1, lambda: None
+
+
+def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> Summary:
+    """Run (or resume) the grid; ``callback(row)`` after each new row; ``stop()`` true ends it early (resumable)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, barrier = _process()
+    done = {row_key(r) for r in read_rows(out)}
+    todo = [cell for i, cell in enumerate(grid(cfg)) if i % world == rank
+            and (cell[0], cell[1].id, cell[2], cell[3]) not in done]
+    if todo:
+        adapter = load_model(cfg.model)
+        reminder = Reminder.load(cfg.reminder, adapter) if cfg.reminder else None
+        judges = {name: get_judge(name) for name in cfg.judges}
+        gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, interval=cfg.interval,
+                                   threshold=cfg.threshold, seed=cfg.seed)
+        name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
+        with open(out / name, "a", encoding="utf-8") as f:
+            for ds, rec, attack, defense in todo:
+                if stop is not None and stop():
+                    break
+                row = run_row(adapter, ds, rec, attack, defense, reminder, gen_cfg, judges)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                if callback is not None:
+                    callback(row)
+    barrier()
+    summary = summarise(read_rows(out))
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        summary.to_csv(out / "summary.csv")
+        from .report import write_report
+
+        write_report(summary, out / "report.html", title=f"{cfg.model}: {', '.join(cfg.datasets)}")
+    return summary
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m reminder.eval", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--dataset", default="figstep-tiny", help="comma-separated dataset names (name:arg allowed)")
+    p.add_argument("--attack", default="none", help="comma-separated: none, figstep, mmsb-typo, prefill, template")
+    p.add_argument("--defense", default="none", help="comma-separated defences (see reminder.defenses)")
+    p.add_argument("--judge", default="keyword", help="comma-separated judges (see reminder.judges)")
+    p.add_argument("--reminder", default=None, help="trained reminder folder (for reminder defences and scores)")
+    p.add_argument("--limit", type=int, default=None, help="first N records of each dataset")
+    p.add_argument("--out", required=True, help="output folder (resumed if it holds results)")
+    p.add_argument("--data-dir", default=None, help="data folder (default $REMINDER_DATA or data/)")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--interval", type=int, default=None)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    cfg = EvalConfig(out=a.out, model=a.model, datasets=_names(a.dataset), attacks=_names(a.attack),
+                     defenses=_names(a.defense), judges=_names(a.judge), reminder=a.reminder, limit=a.limit,
+                     data_dir=a.data_dir, max_new_tokens=a.max_new_tokens, interval=a.interval,
+                     threshold=a.threshold, seed=a.seed)
+    for d in cfg.defenses:
+        if get_defense(d).needs_reminder and not cfg.reminder:
+            p.error(f"defence '{d}' needs --reminder FOLDER")
+    try:
+        summary = run_grid(cfg, callback=lambda r: print(f"{r['dataset']} {r['id']} {r['attack']} {r['defense']}: "
+                                                         f"{r['n_tokens']} tokens, injections {r['injections']}",
+                                                         flush=True))
+    except (ValueError, ModelNotFound, JudgeUnavailable) as err:  # bad names, missing files or weights: one line
+        p.error(str(err))
+    cols = ["attack", "defense", *[k for k in summary.groups[0] if k.startswith(("asr_", "over_"))],
+            "fire_rate", "tokens_before_reminder", "seconds_per_token"] if summary.groups else []
+    for g in summary.groups:
+        if g["category"] == "all":
+            print("  ".join(f"{c}={g[c]}" for c in cols))
+    print(f"wrote {Path(cfg.out) / 'results.jsonl'}, summary.csv, report.html")
+
+
+if __name__ == "__main__":
+    main()
