@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from attacks.prefill import apply_template
 from reminder import Reminder, generate, load_model
+from reminder.checkpoint import write_metrics
 from reminder.data import PROMPTS_DIR, load_prompt_set
 from reminder.judges import is_refusal
 from reminder.models.registry import CHECKPOINTS
@@ -104,12 +105,7 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
     print(json.dumps(metrics, indent=2))
     print(table(metrics))
     if write:
-        path = CHECKPOINTS / "embedded-aligned" / "lora" / "align.json"
-        info = json.loads(path.read_text())
-        info["metrics"] = metrics
-        tmp = path.with_name(".align.json.tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        tmp.replace(path)
+        write_metrics(CHECKPOINTS / "embedded-aligned" / "lora" / "align.json", metrics)
     return metrics
 
 

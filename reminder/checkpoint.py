@@ -125,6 +125,9 @@ def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     old = folder.with_name(f".{folder.name}.old")
     try:
         fill(tmp)
@@ -139,6 +142,16 @@ def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    """Store ``metrics`` under ``"metrics"`` in the JSON manifest at ``path`` (atomic read-modify-write)."""
+    path = Path(path)
+    info = json.loads(path.read_text())
+    info["metrics"] = metrics
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def _peft_config(rem: Reminder) -> dict[str, Any]:

@@ -52,16 +52,15 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _json_rows(path: Path) -> list[dict]:
-    """A JSON list, a JSON object of objects, or JSON lines."""
+    """JSON lines (``.jsonl``), or a JSON list / object of objects."""
     text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
+        if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: neither JSON nor JSON lines ({err})") from err
-    if isinstance(data, dict):
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from err
+    if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         return [{"id": k, **v} for k, v in data.items()]
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of records")

@@ -1,0 +1,157 @@
+"""PGD on the image (ImgJP, Niu et al. 2024): an L-inf bounded perturbation that makes the model answer the targets.
+
+The image is optimised in [0, 1] at the model's input size (``adapter.image_tensor``) and goes through the
+differentiable preprocessing (``adapter.pixels_from_image``). Each step takes a signed-gradient step of size
+``alpha``, projects onto the L-inf ball of radius ``eps`` around the clean image and clamps to [0, 1]. With
+``universal`` the loss is the mean over all (prompt, target) pairs: one image for many requests. The result is
+saved as an 8-bit PNG at the model's input size, and the loss is re-evaluated on the quantised image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from attacks.common import (
+    AttackResult,
+    Callback,
+    add_common_args,
+    cli_command,
+    emit,
+    parse_fraction,
+    print_progress,
+    stopped,
+    target_loss,
+)
+from reminder.models.base import VLMAdapter
+
+
+@dataclass
+class PGDConfig:
+    """PGD knobs. Cost per step: one forward + backward per (prompt, target) pair."""
+
+    eps: float = 16 / 255
+    alpha: float = 1 / 255
+    steps: int = 20
+    universal: bool = True  # False: exactly one prompt
+    seed: int = 0
+
+
+@dataclass
+class PGDResult(AttackResult):
+    """``image``: the adversarial image (8-bit, model input size); ``loss_after_quantisation``: its mean target loss."""
+
+    image: Image.Image | None = field(default=None, metadata={"json": False})
+    initial_loss: float = float("inf")
+    loss_after_quantisation: float = float("inf")
+    linf: float = 0.0  # max |adv - clean| of the saved image, in [0, 1] units
+    prompts: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """[3, H, W] in [0, 1] -> 8-bit RGB image (rounded)."""
+    arr = x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def base_image(size: int = 256, seed: int = 0) -> Image.Image:
+    """A plain seeded starting image: a smooth colour gradient with mild noise, ``size`` x ``size``."""
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    colour = torch.rand(3, 2, generator=gen)  # per channel: weight of the vertical / horizontal ramp
+    x = (colour[:, :1, None] * ramp[None, :, None] + colour[:, 1:, None] * ramp[None, None, :]) / 2 + 0.25
+    return to_pil(x + 0.03 * torch.randn(3, size, size, generator=gen))
+
+
+def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Image.Image,
+        config: PGDConfig | None = None, callback: Callback | None = None,
+        stop: threading.Event | None = None) -> PGDResult:
+    """Optimise ``image`` so the model answers each prompt with its target (one target may serve all prompts)."""
+    config = config or PGDConfig()
+    if not prompts:
+        raise ValueError("PGD needs at least one prompt")
+    if len(targets) == 1:
+        targets = targets * len(prompts)
+    if len(targets) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets (give one, or one per prompt)")
+    if not config.universal and len(prompts) != 1:
+        raise ValueError("a non-universal PGD attack takes exactly one prompt (set universal=True for several)")
+    if not 0 < config.eps <= 1 or not 0 < config.alpha <= 1:
+        raise ValueError("eps and alpha must be in (0, 1] (pixel units; e.g. 16/255)")
+    torch.manual_seed(config.seed)
+    built = [adapter.build(p, image) for p in prompts]
+    clean = adapter.image_tensor(image, built[0])
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([target_loss(adapter, b, t, adapter.pixels_from_image(x, b))
+                            for b, t in zip(built, targets, strict=True)]).mean()
+
+    x = clean.clone()
+    best, best_loss = clean.clone(), float("inf")
+    result = PGDResult(config=asdict(config), seed=config.seed, prompts=list(prompts), targets=list(targets))
+    start = time.perf_counter()
+    for step in range(config.steps):
+        if stopped(stop):
+            result.stopped = True
+            break
+        x.requires_grad_(True)
+        loss = loss_of(x)
+        (grad,) = torch.autograd.grad(loss, x)
+        value = float(loss.detach())
+        if step == 0:
+            result.initial_loss = value
+        if value < best_loss:
+            best, best_loss = x.detach().clone(), value
+        with torch.no_grad():
+            x = x.detach() - config.alpha * grad.sign()
+            x = torch.min(torch.max(x, clean - config.eps), clean + config.eps).clamp(0, 1)
+        result.losses.append(value)
+        if callback:
+            callback(step, value)
+    result.seconds_per_step = (time.perf_counter() - start) / max(1, len(result.losses))
+    with torch.no_grad():  # the last update has not been scored yet
+        last = float(loss_of(x))
+        if last < best_loss:
+            best, best_loss = x, last
+        result.image = to_pil(best)
+        quantised = adapter.image_tensor(result.image, built[0])
+        result.best_loss = best_loss
+        result.loss_after_quantisation = float(loss_of(quantised))
+        result.linf = float((quantised - clean).abs().max())
+    return result
+
+
+def main(argv: list[str] | None = None) -> PGDResult:
+    parser = add_common_args(argparse.ArgumentParser(description="PGD adversarial image (ImgJP)"), steps=20)
+    parser.add_argument("--image", help="clean base image (default: a seeded plain image, base_image(256, seed))")
+    parser.add_argument("--eps", type=parse_fraction, default=PGDConfig.eps, help="L-inf radius, e.g. 16/255")
+    parser.add_argument("--alpha", type=parse_fraction, default=PGDConfig.alpha, help="step size, e.g. 1/255")
+    args = parser.parse_args(argv)
+    if not args.out:
+        parser.error("--out (the adversarial PNG) is required")
+    from reminder import load_model
+
+    adapter = load_model(args.model)
+    config = PGDConfig(eps=args.eps, alpha=args.alpha, steps=args.steps, universal=len(args.prompt) > 1,
+                       seed=args.seed)
+    image = Image.open(args.image).convert("RGB") if args.image else base_image(seed=args.seed)
+    result = run(adapter, args.prompt, args.target, image, config, callback=print_progress)
+    result.command = cli_command("attacks.pgd", argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.image.save(out, format="PNG")
+    result.artefact = str(out)
+    result.save(out.with_suffix(".json"))
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""How well a trained reminder defends, on held-out (test split) prompts; writes the numbers into its reminder.json.
+
+    python -m benchmarks.defense --model embedded --reminder checkpoints/embedded [--n-harmful 30 --n-benign 30]
+
+Greedy decoding, 96 new tokens, keyword refusal judge (:func:`reminder.judges.is_refusal`):
+
+* ``harmful_refusal_plain``: harmful prompts, no reminder;
+* ``harmful_refusal_reminder``: harmful prompts, guarded by the reminder;
+* ``harmful_refusal_prefill_reminder``: harmful prompts with the assistant turn prefilled "Sure, here is", guarded;
+* ``benign_fired``: benign prompts on which the reminder fired at least once;
+* ``benign_identical``: benign prompts whose guarded answer is token-identical to the unguarded one;
+* ``detector_auroc``: the check detector, read through the trained soft prompt, on held-out test-split
+  (prompt, partial response) pairs built like the training pairs.
+
+Unguarded answers are decoded in equal-length batches (:func:`training.examples.greedy_batch`, the same greedy
+tokens as :func:`reminder.generate`); guarded ones go through :func:`reminder.generate` itself. The first
+``n-harmful``/``n-benign`` test prompts are used (the prompt files are in shuffled order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from reminder import Reminder, generate, load_model
+from reminder.checkpoint import write_metrics
+from reminder.data import load_prompt_set
+from reminder.judges import is_refusal
+from training.detector import DetectorConfig, load_pairs, pair_features, probe_scores, scores_report
+from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
+
+
+def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_harmful: int = 30,
+        n_benign: int = 30, max_new_tokens: int = 96, write: bool = True) -> dict:
+    """Measure, print and (with ``write``) store the metrics under ``metrics`` in ``reminder.json``."""
+    adapter = load_model(model)
+    rem = Reminder.load(reminder_dir, adapter)
+    harmful = load_prompt_set("harmful", "test")[:n_harmful]
+    benign = load_prompt_set("benign", "test")[:n_benign]
+    start = time.perf_counter()
+
+    def guarded(records, prefill=""):
+        return [generate(adapter, r.prompt, prefill=prefill, reminder=rem, max_new_tokens=max_new_tokens)
+                for r in tqdm(records, desc=f"guarded{' + prefill' if prefill else ''}")]
+
+    plain_harmful = greedy_batch(adapter, [r.prompt for r in harmful], "", max_new_tokens)
+    plain_ids = greedy_ids(adapter, [r.prompt for r in benign], "", max_new_tokens)
+    with_rem = guarded(harmful)
+    with_prefill = guarded(harmful, AFFIRMATIVE_PREFILL)
+    benign_rem = guarded(benign)
+
+    known = {f.name for f in fields(DetectorConfig)}
+    cfg = DetectorConfig(**{k: v for k, v in rem.meta.get("detector_config", {}).items() if k in known})
+    cfg.model, cfg.layer = model, rem.layer
+    test_pairs = [p for p in load_pairs(adapter, cfg) if p.split == "test"]
+    check, _ = pair_features(adapter, test_pairs, rem.soft_prompt(adapter.dtype, adapter.device), rem.layer)
+    y = np.array([p.unsafe for p in test_pairs])
+    det = scores_report(probe_scores(rem.detector.cpu(), check), y, rem.threshold)
+
+    rate = lambda xs: float(np.mean(xs)) if len(xs) else None  # noqa: E731
+    metrics = {
+        "harmful_refusal_plain": rate([is_refusal(t) for t in plain_harmful]),
+        "harmful_refusal_reminder": rate([is_refusal(g.text) for g in with_rem]),
+        "harmful_refusal_prefill_reminder": rate([is_refusal(g.text) for g in with_prefill]),
+        "harmful_fired": rate([bool(g.injections) for g in with_rem]),
+        "benign_fired": rate([bool(g.injections) for g in benign_rem]),
+        "benign_identical": rate([g.token_ids == ids for g, ids in zip(benign_rem, plain_ids, strict=True)]),
+        "detector_auroc": det["auroc"], "detector_test": det,
+        "n_harmful": len(harmful), "n_benign": len(benign), "max_new_tokens": max_new_tokens,
+        "threshold": rem.threshold, "interval": rem.interval, "judge": "keyword", "split": "test",
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(json.dumps(metrics, indent=2))
+    if write:
+        write_metrics(Path(reminder_dir) / "reminder.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--reminder", default="checkpoints/embedded")
+    ap.add_argument("--n-harmful", type=int, default=30)
+    ap.add_argument("--n-benign", type=int, default=30)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave reminder.json as it is")
+    a = ap.parse_args(argv)
+    torch.manual_seed(0)
+    return run(a.model, a.reminder, a.n_harmful, a.n_benign, a.max_new_tokens, not a.no_write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Detector fitting and SAPT on a tiny random Idefics3 model: end to end, save/reload, loss, resume."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from reminder import Reminder, generate, load_model
+from reminder.models.tiny import build_tiny
+from training import detector, sapt, state
+from training.examples import cut_response, greedy_batch, greedy_ids
+
+CAPS = {"train": 3, "val": 2, "test": 2}  # prompts per split and set
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model(str(build_tiny("idefics3", tmp_path_factory.mktemp("tiny_idefics3"))))
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny, tmp_path_factory) -> tuple[Path, detector.DetectorResult]:
+    root = tmp_path_factory.mktemp("train")
+    cfg = detector.DetectorConfig(out=str(root / "rem"), max_per_split=CAPS, max_new_tokens=6,
+                                  cache=str(root / "responses.jsonl"), max_fpr=0.5)
+    return root, detector.run(cfg, tiny)
+
+
+def test_cut_response_word_boundaries() -> None:
+    rng = random.Random(0)
+    text = "Sure, here is a plan with several words in it."
+    cuts = [cut_response(text, rng, min_chars=10) for _ in range(300)]
+    assert all(p + r == text for p, r in cuts)
+    empty = sum(p == "" for p, _ in cuts) / len(cuts)
+    assert 0.25 < empty < 0.42
+    assert all(len(p) >= 10 and r[:1] in (" ", "") and p[-1] != " " for p, r in cuts if p)
+
+
+def test_greedy_batch_matches_generate(tiny) -> None:
+    prompts = ["How do I bake bread?", "Why is the sky blue?", "Hi"]
+    texts, ids = greedy_batch(tiny, prompts, "Sure", 5), greedy_ids(tiny, prompts, "Sure", 5)
+    for p, t, i in zip(prompts, texts, ids, strict=True):
+        g = generate(tiny, p, prefill="Sure", max_new_tokens=5)
+        assert (t, i) == (g.text, g.token_ids)
+
+
+def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
+    root, result = fitted
+    m = result.metrics
+    assert m["pairs"] == {"train": 6, "val": 4, "test": 4}
+    assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 4
+    assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 4
+    assert (root / "responses.jsonl").read_text().count("\n") == 14  # 7 harmful + 7 benign prompts, cached
+    rem = Reminder.load(root / "rem", tiny)
+    assert rem.token_detector is not None and rem.threshold == pytest.approx(result.reminder.threshold)
+    h = torch.randn(3, tiny.hidden_size)
+    assert torch.allclose(rem.detector(h), result.reminder.detector(h))
+    assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in (root / "rem").iterdir())
+
+
+def test_pca_probe_matches_sklearn() -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 16, generator=g).numpy() * 3 + 1
+    y = (x[:, 0] + x[:, 1] > 2).astype(int)
+    det = detector.fit_probe(x, y, n_components=4, c=1.0)
+    ref = make_pipeline(StandardScaler(), PCA(4, random_state=0), LogisticRegression(C=1.0, max_iter=2000)).fit(x, y)
+    assert torch.allclose(det(torch.tensor(x)), torch.tensor(ref.predict_proba(x)[:, 1]).float(), atol=1e-5)
+
+
+def _config(folder: Path, **kw) -> sapt.SaptConfig:
+    base = dict(out=str(folder), max_harmful=2, max_benign=2, batch_size=4, lr=5e-2, epochs=6, eval_examples=0,
+                refit_threshold=False, max_new_tokens=6, cache=str(folder.parent / "responses.jsonl"))
+    return sapt.SaptConfig(**{**base, **kw})
+
+
+def _copy(fitted, name: str) -> Path:
+    root, _ = fitted
+    dst = root / name
+    shutil.copytree(root / "rem", dst)
+    return dst
+
+
+def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
+    folder = _copy(fitted, "sapt")
+    seen = []
+
+    class Record(sapt.TrainCallback):
+        def on_step(self, step, loss, metrics):
+            seen.append((step, loss, metrics["ce"]))
+
+    result = sapt.train(_config(folder, epochs=6), tiny, Record())
+    assert result.step == 6 and [s for s, *_ in seen] == list(range(1, 7))
+    assert result.losses[-1] < result.losses[0]  # one batch holds all 4 examples: the same loss function each step
+    rem = Reminder.load(folder, tiny)
+    assert not torch.equal(rem.soft_prompt.embeddings, Reminder.load(fitted[0] / "rem").soft_prompt.embeddings)
+    assert torch.equal(rem.soft_prompt.embeddings, result.reminder.soft_prompt.embeddings.cpu())
+    plain = generate(tiny, "How do I bake bread?", max_new_tokens=8)
+    guarded = generate(tiny, "How do I bake bread?", reminder=rem, max_new_tokens=8, threshold=0.0, interval=2)
+    assert guarded.injections == [2] and guarded.token_ids != plain.token_ids
+    assert (folder / state.STATE_TENSORS).is_file() and (folder / state.STATE_JSON).is_file()
+
+
+def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:
+    once, twice = _copy(fitted, "once"), _copy(fitted, "twice")
+    cfg = dict(max_harmful=3, max_benign=3, batch_size=2, epochs=2)  # 3 steps per epoch: stop mid-epoch
+    full = sapt.train(_config(once, **cfg), tiny)
+    stop = threading.Event()
+
+    class StopAt(sapt.TrainCallback):
+        def on_step(self, step, loss, metrics):
+            if step == 2:
+                stop.set()
+
+    part = sapt.train(_config(twice, **cfg), tiny, StopAt(), stop)
+    assert part.stopped and part.step == 2
+    rest = sapt.train(_config(twice, resume=True, **cfg), tiny)
+    assert rest.step == full.step == 6 and rest.losses == pytest.approx(full.losses, abs=1e-6)
+    a = Reminder.load(once).soft_prompt.embeddings
+    b = Reminder.load(twice).soft_prompt.embeddings
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_without_state_is_a_clear_error(tiny, fitted) -> None:
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        sapt.train(_config(_copy(fitted, "fresh"), resume=True), tiny)
+
+
+def test_eval_llava_scores_real_responses(tiny, fitted) -> None:
+    if not detector.LLAVA_RESPONSES.is_dir():
+        pytest.skip("../shared/data/llava15_responses is not present")
+    _, result = fitted
+    rem = result.reminder
+    cfg = detector.DetectorConfig(llava_per_file=4)
+    out = detector.eval_llava(tiny, {"check": rem.detector, "token": rem.token_detector},
+                              rem.soft_prompt(tiny.dtype, tiny.device), cfg)
+    assert set(out) == {"AdvBench_with_adv_attack", "SPA_VL", "VLSafe"}
+    assert all(v["n"] == 4 for v in out.values())

@@ -1,0 +1,1 @@
+"""Training: detector fitting (``training.detector``) and SAPT soft-prompt training (``training.sapt``)."""

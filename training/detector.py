@@ -1,0 +1,221 @@
+"""Fit the reminder's detectors on the frozen model's own (prompt, partial response) pairs.
+
+    python -m training.detector --model embedded --out checkpoints/embedded [--layer -1] [--n-components 0|4]
+
+Harmful pairs: the project's harmful prompts with the model's own compliant answer, forced by the AdvBench-style
+prefill "Sure, here is" (greedy, 48 tokens); benign pairs: the model's own answers to benign prompts. Each response
+is cut at a random word boundary (about a third empty). Two probes (standardise, optional PCA, L2 logistic
+regression, scikit-learn) are fitted on the train split:
+
+* ``check``: the chosen layer's state at the last soft-prompt token, with the soft prompt appended after the
+  partial response inside the assistant turn (what guarded generation reads every ``interval`` tokens);
+* ``token``: the state at the last response token without the soft prompt (per-token scores).
+
+The threshold is chosen on the validation split (highest TPR - FPR with FPR <= ``max_fpr``); AUROC and the confusion
+matrix are reported on the test split. Everything is saved as safetensors through :meth:`Reminder.save`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reminder import Detector, Reminder, SoftPrompt, load_model
+from reminder.data import Record, load_prompt_set, load_responses
+from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
+
+from .examples import AFFIRMATIVE_PREFILL, Pair, cut_response, model_responses, soft_batch
+
+LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
+
+
+@dataclass
+class DetectorConfig:
+    model: str = "embedded"
+    out: str = "checkpoints/embedded"
+    layer: int = -1
+    n_components: int = 0  # 0: the full standardised state; k: PCA to k dimensions first (the paper uses 4)
+    c: float = 0.1  # inverse L2 strength of the logistic regression
+    max_fpr: float = 0.02  # threshold: best TPR - FPR on validation with FPR <= this
+    max_new_tokens: int = 48
+    max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
+    batch_size: int = 8
+    seed: int = 0
+    cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)
+    n_tokens: int = DEFAULT_TOKENS
+    init_text: str = DEFAULT_INIT_TEXT
+    eval_llava: bool = False
+    llava_per_file: int = 40
+
+
+@dataclass
+class DetectorResult:
+    reminder: Reminder
+    metrics: dict
+    folder: Path | None = None
+
+
+def load_pairs(adapter, cfg: DetectorConfig) -> list[Pair]:
+    """Harmful and benign (prompt, partial response, label) pairs over all splits, the responses cached."""
+    rng = random.Random(cfg.seed)
+    pairs: list[Pair] = []
+    for name, prefill, unsafe in (("harmful", AFFIRMATIVE_PREFILL, 1), ("benign", "", 0)):
+        records: list[Record] = []
+        for split in ("train", "val", "test"):
+            recs = load_prompt_set(name, split)
+            records += recs[:cfg.max_per_split.get(split, len(recs))]
+        responses = model_responses(adapter, records, prefill, cfg.max_new_tokens, cache=cfg.cache)
+        for rec, resp in zip(records, responses, strict=True):
+            partial, rest = cut_response(resp, rng)
+            pairs.append(Pair(rec.prompt, partial, unsafe, rest, rec.split))
+    return pairs
+
+
+@torch.inference_mode()
+def pair_features(adapter, pairs: list[Pair], soft: torch.Tensor, layer: int = -1,
+                  batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(check [N, d], token [N, d]) float32 features, batched by similar length."""
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].partial))
+    check = torch.empty(len(pairs), adapter.hidden_size)
+    token = torch.empty(len(pairs), adapter.hidden_size)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        out = soft_batch(adapter, [pairs[j] for j in idx], soft, layer)
+        check[idx], token[idx] = out["check"].float().cpu(), out["token"].float().cpu()
+    return check, token
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, n_components: int = 0, c: float = 0.1, seed: int = 0) -> Detector:
+    """Standardise (+ PCA to ``n_components``) + L2 logistic regression on ``x`` [N, d], as a torch Detector."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    if len(set(y.tolist())) < 2:
+        raise ValueError("the detector needs both harmful and benign examples")
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    pca = PCA(n_components, random_state=seed).fit(z) if n_components else None
+    if pca is not None:
+        z = pca.transform(z)
+    clf = LogisticRegression(C=c, max_iter=2000).fit(z, y)
+    w, b = clf.coef_[0], float(clf.intercept_[0])
+    components = None
+    if pca is not None:  # PCA centres too: w·C(z - m) + b = w·Cz + (b - w·Cm)
+        b -= float(w @ pca.components_ @ pca.mean_)
+        components = torch.tensor(pca.components_, dtype=torch.float32)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    return Detector(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
+                    torch.tensor(w, dtype=torch.float32), torch.tensor(b), components)
+
+
+def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.02) -> float:
+    """The threshold with the best TPR - FPR among those with FPR <= ``max_fpr`` (on validation scores)."""
+    best, best_t = -1.0, float(np.max(p)) + 1e-6
+    for t in np.unique(p):
+        fpr = float(np.mean(p[y == 0] >= t)) if (y == 0).any() else 0.0
+        tpr = float(np.mean(p[y == 1] >= t)) if (y == 1).any() else 0.0
+        if fpr <= max_fpr and tpr - fpr > best:
+            best, best_t = tpr - fpr, float(t)
+    return best_t
+
+
+def scores_report(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
+    """AUROC and the confusion matrix at ``threshold``."""
+    from sklearn.metrics import roc_auc_score
+
+    pred = p >= threshold
+    return {"auroc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None, "n": int(len(y)),
+            "tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum()),
+            "tn": int((~pred & (y == 0)).sum()), "fn": int((~pred & (y == 1)).sum())}
+
+
+def probe_scores(detector: Detector, feats: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return detector(feats).numpy()
+
+
+def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
+    """Fit both probes, choose the threshold on validation, report on test, save the reminder to ``cfg.out``."""
+    adapter = adapter or load_model(cfg.model)
+    torch.manual_seed(cfg.seed)
+    pairs = load_pairs(adapter, cfg)
+    soft_prompt = SoftPrompt.from_text(adapter, cfg.init_text, cfg.n_tokens)
+    soft = soft_prompt(adapter.dtype, adapter.device)
+    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
+    y = np.array([p.unsafe for p in pairs])
+    split = np.array([p.split for p in pairs])
+    tr, va, te = (split == "train"), (split == "val"), (split == "test")
+    detectors = {name: fit_probe(f.numpy()[tr], y[tr], cfg.n_components, cfg.c, cfg.seed)
+                 for name, f in (("check", check), ("token", token))}
+    p_val = probe_scores(detectors["check"], check[va])
+    threshold = choose_threshold(p_val, y[va], cfg.max_fpr) if va.any() else 0.5
+    metrics = {"threshold": threshold, "pairs": {s: int((split == s).sum()) for s in ("train", "val", "test")}}
+    for name, feats in (("check", check), ("token", token)):
+        d = detectors[name]
+        t = threshold if name == "check" else choose_threshold(probe_scores(d, feats[va]), y[va], cfg.max_fpr)
+        metrics[name] = {"val": scores_report(probe_scores(d, feats[va]), y[va], t),
+                         "test": scores_report(probe_scores(d, feats[te]), y[te], t)}
+    if cfg.eval_llava:
+        metrics["llava15"] = eval_llava(adapter, detectors, soft, cfg)
+    meta = {"init_text": cfg.init_text, "detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
+            "detector_metrics": metrics}
+    rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
+                   threshold=threshold, meta=meta)
+    folder = rem.save(cfg.out) if cfg.out else None
+    return DetectorResult(rem, metrics, folder)
+
+
+def eval_llava(adapter, detectors: dict[str, Detector], soft: torch.Tensor, cfg: DetectorConfig,
+               folder: Path = LLAVA_RESPONSES) -> dict:
+    """Development check: AUROC on real LLaVA-1.5 responses (labelled), read by this model; {} if absent."""
+    if not folder.is_dir():
+        return {}
+    rng = random.Random(cfg.seed)
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        recs = [r for r in load_responses(path) if r.safe is not None]
+        recs = rng.sample(recs, min(cfg.llava_per_file, len(recs)))
+        words = lambda s: " ".join(s.split()[:48])  # noqa: E731 - keep the forward short
+        pairs = [Pair(r.prompt, words(r.response), int(not r.safe)) for r in recs]
+        check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
+        y = np.array([p.unsafe for p in pairs])
+        out[path.stem] = {name: scores_report(probe_scores(detectors[name], f), y, 0.5)["auroc"]
+                          for name, f in (("check", check), ("token", token))} | {"n": len(pairs),
+                                                                               "unsafe": int(y.sum())}
+    return out
+
+
+def main(argv: list[str] | None = None) -> DetectorResult:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--out", default="checkpoints/embedded")
+    ap.add_argument("--layer", type=int, default=-1)
+    ap.add_argument("--n-components", type=int, default=0)
+    ap.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    ap.add_argument("--max-fpr", type=float, default=0.02)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
+    ap.add_argument("--max-val", type=int)
+    ap.add_argument("--max-test", type=int)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
+    a = ap.parse_args(argv)
+    caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
+    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, a.max_new_tokens, caps,
+                         a.batch_size, a.seed, a.cache, eval_llava=a.eval_llava)
+    result = run(cfg)
+    print(json.dumps(result.metrics, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

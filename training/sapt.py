@@ -1,0 +1,264 @@
+"""SAPT: train only the reminder's soft prompt on the frozen model (detector from ``training.detector``).
+
+    python -m training.sapt --model embedded --out checkpoints/embedded [--resume] [--epochs 2] [--lr 1e-2]
+
+Each training example is a prompt plus the model's own response cut at a random word boundary (about a third empty,
+else at least ~20 characters), followed by the soft prompt:
+
+* harmful: prompt + the start of a compliant answer ("Sure, here is ...") + soft prompt -> a refusal (refusals.json);
+* benign: prompt + the start of the model's own answer + soft prompt -> the rest of that answer.
+
+Loss = cross-entropy on the target tokens + ``lambda_bce`` * BCE of the frozen check detector at the last soft-prompt
+token (so the detector keeps working on the trained prompt). AdamW on the n x d soft-prompt vectors only.
+
+Default lr is 1e-2, not the paper's 1e-4: on this model 1e-4 and 1e-3 barely move 4 vectors in a few hundred
+steps (measured in ../shared/FINDINGS.md), 1e-2 reaches >90% refusals on harmful continuations in ~250 steps.
+
+Runs under ``accelerate`` (CPU, one GPU or several: each process takes its share of every batch). The reminder folder
+is saved atomically each epoch and on stop/Ctrl-C with its ``training_state.safetensors`` (soft prompt, AdamW state,
+RNG state) and ``training_state.json`` (step, epoch, config); ``--resume`` continues to exactly the result of an
+uninterrupted run (the data order depends only on the seed and the epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reminder import Reminder, load_model
+from reminder.data import load_prompt_set, load_refusals
+
+from .detector import choose_threshold, pair_features, probe_scores, scores_report
+from .examples import AFFIRMATIVE_PREFILL, Pair, cut_response, model_responses, soft_batch
+from .state import load_state, save_state
+
+
+@dataclass
+class SaptConfig:
+    model: str = "embedded"
+    out: str = "checkpoints/embedded"  # holds the detector's reminder; the trained soft prompt replaces its own
+    epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimiser steps in total (None: all epochs)
+    lr: float = 1e-2
+    weight_decay: float = 0.01
+    batch_size: int = 4
+    lambda_bce: float = 0.05
+    seed: int = 0
+    resume: bool = False
+    max_harmful: int | None = None  # cap on train prompts per set
+    max_benign: int | None = None
+    max_val: int | None = None  # cap on validation prompts per set (evaluation and threshold)
+    min_chars: int = 20  # a non-empty partial response keeps at least this much
+    max_new_tokens: int = 48  # of the cached model responses (shared with training.detector)
+    max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
+    eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
+    refit_threshold: bool = True  # re-choose the threshold on validation pairs with the trained prompt
+    max_fpr: float = 0.02
+    cache: str | None = None
+
+
+@dataclass
+class TrainResult:
+    reminder: Reminder
+    step: int
+    losses: list[float] = field(default_factory=list)
+    stopped: bool = False
+    folder: Path | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+class TrainCallback:
+    """Progress hooks (the Gradio Train tab plots them live); override what you need."""
+
+    def on_step(self, step: int, loss: float, metrics: dict[str, float]) -> None:
+        """After each optimiser step: the total loss and its parts (``ce``, ``bce``, ``p_unsafe``)."""
+
+    def on_eval(self, epoch: int, metrics: dict[str, Any]) -> None:
+        """After each epoch: validation metrics of the current soft prompt."""
+
+
+@dataclass
+class Example:
+    pair: Pair
+    target: list[int]
+
+
+def build_examples(adapter, cfg: SaptConfig, split: str = "train") -> list[Example]:
+    """Harmful and benign examples of ``split`` (fixed by ``cfg.seed``), in a fixed order."""
+    rng = random.Random(cfg.seed)
+    refusals = load_refusals()
+    eos = adapter.tokenizer.eos_token_id
+    out: list[Example] = []
+    caps = {"harmful": cfg.max_harmful, "benign": cfg.max_benign} if split == "train" else {}
+    for name, prefill in (("harmful", AFFIRMATIVE_PREFILL), ("benign", "")):
+        records = load_prompt_set(name, split)[:caps.get(name, cfg.max_val)]
+        for rec, resp in zip(records, model_responses(adapter, records, prefill, cfg.max_new_tokens,
+                                                      cache=cfg.cache, progress=False), strict=True):
+            partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
+            if name == "harmful":
+                text = (" " if partial else "") + rng.choice(refusals)
+                target = adapter.tokens(text)[0].tolist() + [eos]
+            else:
+                target = adapter.tokens(rest)[0].tolist()[:cfg.max_target_tokens] or [eos]
+            out.append(Example(Pair(rec.prompt, partial, int(name == "harmful"), rest, split), target))
+    return out
+
+
+def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Example],
+               lambda_bce: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """LM cross-entropy on the targets + lambda * BCE of the check detector at the last soft token."""
+    targets = [torch.tensor(e.target, device=adapter.device) for e in batch]
+    out = soft_batch(adapter, [e.pair for e in batch], soft, reminder.layer, targets)
+    ce = F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100)
+    logit = reminder.detector.logit(out["check"])
+    labels = torch.tensor([float(e.pair.unsafe) for e in batch], device=logit.device)
+    bce = F.binary_cross_entropy_with_logits(logit, labels)
+    loss = ce + lambda_bce * bce
+    return loss, {"ce": ce.item(), "bce": bce.item(), "p_unsafe": torch.sigmoid(logit).mean().item()}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of ``epoch`` (depends only on the seed and the epoch, so a resumed run sees the same)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = None,
+          stop: threading.Event | None = None) -> TrainResult:
+    """Train the soft prompt of the reminder in ``config.out``; returns when done, stopped or interrupted."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg, callback = config, callback or TrainCallback()
+    accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
+    adapter = adapter or load_model(cfg.model)
+    adapter.model.to(accelerator.device).requires_grad_(False)
+    reminder = Reminder.load(cfg.out, adapter)
+    reminder.detector.to(accelerator.device)
+    examples = build_examples(adapter, cfg)
+    soft_module = reminder.soft_prompt.to(accelerator.device)
+    optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
+    step, losses = 0, []
+    if cfg.resume:
+        params, info = load_state(cfg.out, optimizer)
+        with torch.no_grad():
+            reminder.soft_prompt.embeddings.copy_(params["soft_prompt"])
+        step, losses = info["step"], info["losses"]
+    else:
+        torch.manual_seed(cfg.seed)
+    per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    bar = tqdm(total=total, initial=step, desc="SAPT", disable=not accelerator.is_main_process)
+    stopped = False
+    try:
+        while step < total:
+            epoch, offset = divmod(step, per_epoch)
+            order = epoch_order(len(examples), cfg.seed, epoch)
+            idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
+            batch = [examples[i] for i in idx][rank::world] or [examples[idx[0]]]
+            soft = accelerator.unwrap_model(soft_module)(adapter.dtype, accelerator.device)
+            loss, parts = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
+            optimizer.zero_grad()
+            accelerator.backward(loss)
+            optimizer.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", ce=f"{parts['ce']:.3f}")
+            callback.on_step(step, losses[-1], parts)
+            if step % per_epoch == 0 or step == total:
+                callback.on_eval(epoch, evaluate(adapter, reminder, cfg))
+                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+            if stop is not None and stop.is_set() and step < total:
+                stopped = True
+                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+                break
+    except KeyboardInterrupt:
+        stopped = True
+        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+    finally:
+        bar.close()
+    metrics = {}
+    if not stopped and cfg.refit_threshold:
+        metrics = refit_threshold(adapter, reminder, cfg)
+        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+    return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
+
+
+@torch.no_grad()
+def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
+    """Mean validation loss and detector accuracy at 0.5 on the first ``eval_examples`` validation examples."""
+    if not cfg.eval_examples:
+        return {}
+    val = build_examples(adapter, cfg, "val")
+    rng = random.Random(cfg.seed)
+    val = rng.sample(val, min(cfg.eval_examples, len(val)))
+    soft = reminder.soft_prompt(adapter.dtype, adapter.device)
+    parts = [batch_loss(adapter, reminder, soft, val[i:i + cfg.batch_size], cfg.lambda_bce)
+             for i in range(0, len(val), cfg.batch_size)]
+    return {"val_loss": float(np.mean([float(loss) for loss, _ in parts])),
+            "val_ce": float(np.mean([p["ce"] for _, p in parts]))}
+
+
+def refit_threshold(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
+    """Choose the threshold again on validation pairs read through the trained soft prompt (detector frozen)."""
+    val = [e.pair for e in build_examples(adapter, cfg, "val")]
+    soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
+    check, _ = pair_features(adapter, val, soft, reminder.layer)
+    y = np.array([p.unsafe for p in val])
+    p = probe_scores(reminder.detector.cpu(), check)
+    reminder.threshold = choose_threshold(p, y, cfg.max_fpr)
+    return {"threshold": reminder.threshold, "val": scores_report(p, y, reminder.threshold)}
+
+
+def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, step: int, losses: list[float]) -> None:
+    """Save the reminder (atomically), then its training state beside it (each file written atomically)."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    reminder.meta["sapt"] = {"step": step, "config": {k: v for k, v in asdict(cfg).items() if k != "resume"},
+                             "final_loss": losses[-1] if losses else None}
+    folder = reminder.save(cfg.out)
+    save_state(folder, {"soft_prompt": reminder.soft_prompt.embeddings}, optimizer,
+               {"step": step, "losses": losses, "config": asdict(cfg)})
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--out", default="checkpoints/embedded")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lambda-bce", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-harmful", type=int, help="cap on harmful train prompts")
+    ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
+    ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
+    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    a = ap.parse_args(argv)
+    cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
+                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, cache=a.cache)
+    result = train(cfg)
+    print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
+                      "stopped": result.stopped, **result.metrics}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
