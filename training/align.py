@@ -39,8 +39,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 class AlignConfig:
     model: str = "embedded"
     out: str = "checkpoints/embedded-aligned/lora"
-    rank: int = 16
-    alpha: int = 32
+    rank: int = 8
+    alpha: int = 16
     lr: float = 4e-4
     epochs: int = 2
     batch_size: int = 8
@@ -122,8 +122,8 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
         info = {"model": cfg.model, "step": step, "total_steps": total, "losses": losses, "config": asdict(cfg),
                 "examples": len(examples)}
 
-        def fill(tmp: Path) -> None:
-            peft_model.save_pretrained(tmp)  # adapter_model.safetensors + adapter_config.json
+        def fill(tmp: Path) -> None:  # adapter_model.safetensors (fp16, a few MB) + adapter_config.json
+            peft_model.save_pretrained(tmp, state_dict={k: v.half() for k, v in state.items()})
             (tmp / "align.json").write_text(json.dumps(info, indent=1))
             save_state(tmp, state, optimizer, {"step": step, "losses": losses})
 

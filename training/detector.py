@@ -45,6 +45,7 @@ class DetectorConfig:
     max_fpr: float = 0.02  # threshold: best TPR - FPR on validation with FPR <= this
     max_new_tokens: int = 48
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
+    train_cuts: int = 3  # partial responses cut from each training response (validation and test: one)
     batch_size: int = 8
     seed: int = 0
     cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)
@@ -72,8 +73,9 @@ def load_pairs(adapter, cfg: DetectorConfig) -> list[Pair]:
             records += recs[:cfg.max_per_split.get(split, len(recs))]
         responses = model_responses(adapter, records, prefill, cfg.max_new_tokens, cache=cfg.cache)
         for rec, resp in zip(records, responses, strict=True):
-            partial, rest = cut_response(resp, rng)
-            pairs.append(Pair(rec.prompt, partial, unsafe, rest, rec.split))
+            for _ in range(cfg.train_cuts if rec.split == "train" else 1):
+                partial, rest = cut_response(resp, rng)
+                pairs.append(Pair(rec.prompt, partial, unsafe, rest, rec.split))
     return pairs
 
 
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
     ap.add_argument("--max-val", type=int)
     ap.add_argument("--max-test", type=int)
+    ap.add_argument("--train-cuts", type=int, default=3, help="partial responses per training response")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
@@ -211,7 +214,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     a = ap.parse_args(argv)
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
     cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, a.max_new_tokens, caps,
-                         a.batch_size, a.seed, a.cache, eval_llava=a.eval_llava)
+                         train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
+                         eval_llava=a.eval_llava)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
     return result
