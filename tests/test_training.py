@@ -52,7 +52,7 @@ def test_greedy_batch_matches_generate(tiny) -> None:
 def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
     root, result = fitted
     m = result.metrics
-    assert m["pairs"] == {"train": 6, "val": 4, "test": 4}
+    assert m["pairs"] == {"train": 6 * 3, "val": 4, "test": 4}  # three cuts per training response
     assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 4
     assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 4
     assert (root / "responses.jsonl").read_text().count("\n") == 14  # 7 harmful + 7 benign prompts, cached

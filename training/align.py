@@ -150,9 +150,9 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
             step += 1
             losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if on_step:
-                on_step(step, float(loss))
+                on_step(step, losses[-1])
             boundary = step % per_epoch == 0 or step == total
             if boundary:
                 checkpoint()
