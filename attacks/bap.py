@@ -19,7 +19,6 @@ import argparse
 import re
 import threading
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from PIL import Image
 
@@ -32,6 +31,7 @@ from attacks.common import (
     emit,
     parse_fraction,
     print_progress,
+    save_image_result,
     stopped,
 )
 from reminder.generation import generate
@@ -171,11 +171,7 @@ def main(argv: list[str] | None = None) -> BAPResult:
     result = run(adapter, args.prompt[0], image, config, adv_image=adv, rewriter=rewriter, callback=print_progress)
     result.command = cli_command("attacks.bap", argv)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result.image.save(out, format="PNG")
-        result.artefact = str(out)
-        result.save(out.with_suffix(".json"))
+        save_image_result(result, args.out)
     emit(result, args.json)
     return result
 

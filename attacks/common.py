@@ -61,6 +61,16 @@ def save_json(obj: dict, path: str | Path) -> Path:
     return path
 
 
+def save_image_result(result: AttackResult, out: str | Path) -> Path:
+    """Write ``result.image`` as a lossless PNG at ``out`` and the result JSON beside it (``.json``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.image.save(out, format="PNG")
+    result.artefact = str(out)
+    result.save(out.with_suffix(".json"))
+    return out
+
+
 def stopped(stop: threading.Event | None) -> bool:
     """True once the caller has set the cancellation event."""
     return stop is not None and stop.is_set()

@@ -13,7 +13,6 @@ import argparse
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -26,6 +25,7 @@ from attacks.common import (
     emit,
     parse_fraction,
     print_progress,
+    save_image_result,
     stopped,
     target_loss,
 )
@@ -144,11 +144,7 @@ def main(argv: list[str] | None = None) -> PGDResult:
     image = Image.open(args.image).convert("RGB") if args.image else base_image(seed=args.seed)
     result = run(adapter, args.prompt, args.target, image, config, callback=print_progress)
     result.command = cli_command("attacks.pgd", argv)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.image.save(out, format="PNG")
-    result.artefact = str(out)
-    result.save(out.with_suffix(".json"))
+    save_image_result(result, args.out)
     emit(result, args.json)
     return result
 
