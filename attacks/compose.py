@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
 from attacks import figstep, mmsb
 from attacks.prefill import PREFILLS, TEMPLATES, apply_template
+
+PGD_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "attacks" / "pgd" / "embedded" / "image.png"
 
 
 @dataclass
@@ -59,8 +62,18 @@ def template(record, arg: str = "") -> AttackInputs:
     return AttackInputs(apply_template(arg or "dev-mode", record.prompt), _image(record))
 
 
+def pgd(record, arg: str = "") -> AttackInputs:
+    """A precomputed adversarial image in place of the record's (``pgd:<png>``; default: the embedded model's
+    universal PGD image in ``assets/attacks/pgd/embedded/``)."""
+    path = Path(arg) if arg else PGD_IMAGE
+    if not path.is_file():
+        raise ValueError(f"no PGD image at {path}: make one with `python -m attacks.pgd ... --out {path}`")
+    return AttackInputs(record.prompt, _load(str(path)))
+
+
 ATTACKS: dict[str, Callable[..., AttackInputs]] = {
     "none": none, "figstep": figstep_attack, "mmsb-typo": mmsb_typo, "prefill": prefill, "template": template,
+    "pgd": pgd,
 }
 
 

@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m reminder.eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded")
     p.add_argument("--dataset", default="figstep-tiny", help="comma-separated dataset names (name:arg allowed)")
-    p.add_argument("--attack", default="none", help="comma-separated: none, figstep, mmsb-typo, prefill, template")
+    p.add_argument("--attack", default="none",
+                   help="comma-separated: none, figstep, mmsb-typo, prefill[:text], template[:name], pgd[:png]")
     p.add_argument("--defense", default="none", help="comma-separated defences (see reminder.defenses)")
     p.add_argument("--judge", default="keyword", help="comma-separated judges (see reminder.judges)")
     p.add_argument("--reminder", default=None, help="trained reminder folder (for reminder defences and scores)")

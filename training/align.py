@@ -124,6 +124,7 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
 
         def fill(tmp: Path) -> None:  # adapter_model.safetensors (fp16, a few MB) + adapter_config.json
             peft_model.save_pretrained(tmp, state_dict={k: v.half() for k, v in state.items()})
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
             (tmp / "align.json").write_text(json.dumps(info, indent=1))
             save_state(tmp, state, optimizer, {"step": step, "losses": losses})
 
