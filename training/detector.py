@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +56,7 @@ class DetectorConfig:
     init_text: str = DEFAULT_INIT_TEXT
     eval_llava: bool = False
     llava_per_file: int = 40
+    command: str = ""  # the command line that ran this (recorded in reminder.json)
 
 
 @dataclass
@@ -145,6 +149,7 @@ def probe_scores(detector: Detector, feats: torch.Tensor) -> np.ndarray:
 
 def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     """Fit both probes, choose the threshold on validation, report on test, save the reminder to ``cfg.out``."""
+    start = time.perf_counter()
     adapter = adapter or load_model(cfg.model)
     torch.manual_seed(cfg.seed)
     pairs = load_pairs(adapter, cfg)
@@ -167,7 +172,7 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     if cfg.eval_llava:
         metrics["llava15"] = eval_llava(adapter, detectors, soft, cfg)
     meta = {"init_text": cfg.init_text, "detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
-            "detector_metrics": metrics}
+            "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    threshold=threshold, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, a.max_new_tokens, caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava)
+    cfg.command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
     return result

@@ -26,7 +26,10 @@ import argparse
 import json
 import math
 import random
+import shlex
+import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ class SaptConfig:
     refit_threshold: bool = True  # re-choose the threshold on validation pairs with the trained prompt
     max_fpr: float = 0.02
     cache: str | None = None
+    command: str = ""  # the command line that ran this (recorded in reminder.json)
 
 
 @dataclass
@@ -140,6 +144,7 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     from tqdm.auto import tqdm
 
     cfg, callback = config, callback or TrainCallback()
+    started = time.perf_counter()
     accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
     adapter = adapter or load_model(cfg.model)
     adapter.model.to(accelerator.device).requires_grad_(False)
@@ -180,20 +185,20 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
             callback.on_step(step, losses[-1], parts)
             if step % per_epoch == 0 or step == total:
                 callback.on_eval(epoch, evaluate(adapter, reminder, cfg))
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
             if stop is not None and stop.is_set() and step < total:
                 stopped = True
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
                 break
     except KeyboardInterrupt:
         stopped = True
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
     finally:
         bar.close()
     metrics = {}
     if not stopped and cfg.refit_threshold:
         metrics = refit_threshold(adapter, reminder, cfg)
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses)
+        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
     return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
 
 
@@ -223,13 +228,15 @@ def refit_threshold(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, A
     return {"threshold": reminder.threshold, "val": scores_report(p, y, reminder.threshold)}
 
 
-def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, step: int, losses: list[float]) -> None:
+def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, step: int, losses: list[float],
+                started: float) -> None:
     """Save the reminder (atomically), then its training state beside it (each file written atomically)."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     reminder.meta["sapt"] = {"step": step, "config": {k: v for k, v in asdict(cfg).items() if k != "resume"},
-                             "final_loss": losses[-1] if losses else None}
+                             "final_loss": losses[-1] if losses else None,
+                             "seconds": round(time.perf_counter() - started, 1)}
     folder = reminder.save(cfg.out)
     save_state(folder, {"soft_prompt": reminder.soft_prompt.embeddings}, optimizer,
                {"step": step, "losses": losses, "config": asdict(cfg)})
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
                      a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, cache=a.cache)
+    cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                       "stopped": result.stopped, **result.metrics}, indent=2))
