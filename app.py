@@ -507,8 +507,9 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
-    threading.Thread(target=warm_up, daemon=True).start()  # serve the page now, get ready for the first click
+    warm_up()  # load the default model before serving: the first click streams at once
     build().launch(server_name=args.host, server_port=args.port, show_error=True)
+
 
 if __name__ == "__main__":
     main()
