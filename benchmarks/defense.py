@@ -59,7 +59,7 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
     known = {f.name for f in fields(DetectorConfig)}
     cfg = DetectorConfig(**{k: v for k, v in rem.meta.get("detector_config", {}).items() if k in known})
     cfg.model, cfg.layer = model, rem.layer
-    test_pairs = [p for p in load_pairs(adapter, cfg) if p.split == "test"]
+    test_pairs = load_pairs(adapter, cfg, ("test",))
     check, _ = pair_features(adapter, test_pairs, rem.soft_prompt(adapter.dtype, adapter.device), rem.layer)
     y = np.array([p.unsafe for p in test_pairs])
     det = scores_report(probe_scores(rem.detector.cpu(), check), y, rem.threshold)

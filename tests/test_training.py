@@ -7,6 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,8 @@ def tiny(tmp_path_factory):
 def fitted(tiny, tmp_path_factory) -> tuple[Path, detector.DetectorResult]:
     root = tmp_path_factory.mktemp("train")
     cfg = detector.DetectorConfig(out=str(root / "rem"), max_per_split=CAPS, max_new_tokens=6,
-                                  cache=str(root / "responses.jsonl"), max_fpr=0.5)
+                                  cache=str(root / "responses.jsonl"), max_fpr=0.5,
+                                  interval=2)
     return root, detector.run(cfg, tiny)
 
 
@@ -52,15 +54,27 @@ def test_greedy_batch_matches_generate(tiny) -> None:
 def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
     root, result = fitted
     m = result.metrics
-    assert m["pairs"] == {"train": 6 * 3, "val": 4, "test": 4}  # three cuts per training response
-    assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 4
-    assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 4
-    assert (root / "responses.jsonl").read_text().count("\n") == 14  # 7 harmful + 7 benign prompts, cached
+    # harmful prompts answered twice (after the prefill and unprompted; the random model never refuses)
+    assert m["pairs"] == {"train": 9 * 3, "val": 6, "test": 6}  # three cuts per training response
+    assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 6
+    assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 6
+    assert (root / "responses.jsonl").read_text().count("\n") == 21  # 7 harmful x 2 + 7 benign prompts, cached
+    cal = m["calibration"]  # every validation generation read at each check point (every 2 of its <= 6 tokens)
+    assert cal["generations"] == {"harmful": 2, "harmful+prefill": 2, "benign": 2}
+    assert 0 < cal["checks"] <= 6 * 3 and cal["fired"]["benign"] <= 0.5  # max_fpr holds on validation
+    assert result.reminder.interval == 2
     rem = Reminder.load(root / "rem", tiny)
     assert rem.token_detector is not None and rem.threshold == pytest.approx(result.reminder.threshold)
     h = torch.randn(3, tiny.hidden_size)
     assert torch.allclose(rem.detector(h), result.reminder.detector(h))
     assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in (root / "rem").iterdir())
+
+
+def test_threshold_keeps_benign_below_max_fpr_with_a_margin() -> None:
+    p = np.array([0.1, 0.3, 0.5, 0.6, 0.9, 0.95])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    t = detector.choose_threshold(p, y, max_fpr=0.0)
+    assert t == pytest.approx(0.55)  # between the highest benign score and the lowest harmful one above it
 
 
 def test_pca_probe_matches_sklearn() -> None:
@@ -78,8 +92,8 @@ def test_pca_probe_matches_sklearn() -> None:
 
 
 def _config(folder: Path, **kw) -> sapt.SaptConfig:
-    base = dict(out=str(folder), max_harmful=2, max_benign=2, batch_size=4, lr=5e-2, epochs=6, eval_examples=0,
-                refit_threshold=False, max_new_tokens=6, cache=str(folder.parent / "responses.jsonl"))
+    base = dict(out=str(folder), max_harmful=1, max_benign=2, batch_size=4, lr=5e-2, epochs=6, eval_examples=0,
+                refit_detector=False, max_new_tokens=6, cache=str(folder.parent / "responses.jsonl"))
     return sapt.SaptConfig(**{**base, **kw})
 
 
@@ -110,9 +124,21 @@ def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
     assert (folder / state.STATE_TENSORS).is_file() and (folder / state.STATE_JSON).is_file()
 
 
+def test_sapt_refits_detector_through_trained_prompt(tiny, fitted) -> None:
+    folder = _copy(fitted, "refit")
+    before = Reminder.load(folder, tiny)
+    result = sapt.train(_config(folder, epochs=2, refit_detector=True), tiny)
+    rem = Reminder.load(folder, tiny)
+    m = rem.meta["detector_metrics"]
+    assert m["refit_after_sapt"] and m == result.metrics | {"refit_after_sapt": True}
+    assert rem.threshold == pytest.approx(m["threshold"]) and m["calibration"]["interval"] == before.interval
+    h = torch.randn(2, tiny.hidden_size)  # a new probe, fitted on features read through the trained prompt
+    assert not torch.allclose(rem.detector(h), before.detector(h))
+
+
 def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:
     once, twice = _copy(fitted, "once"), _copy(fitted, "twice")
-    cfg = dict(max_harmful=3, max_benign=3, batch_size=2, epochs=2)  # 3 steps per epoch: stop mid-epoch
+    cfg = dict(max_harmful=1, max_benign=4, batch_size=2, epochs=2)  # 2 + 4 examples, 3 steps per epoch: stop mid-epoch
     full = sapt.train(_config(once, **cfg), tiny)
     stop = threading.Event()
 

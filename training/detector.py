@@ -2,17 +2,20 @@
 
     python -m training.detector --model embedded --out checkpoints/embedded [--layer -1] [--n-components 0|4]
 
-Harmful pairs: the project's harmful prompts with the model's own compliant answer, forced by the AdvBench-style
-prefill "Sure, here is" (greedy, 48 tokens); benign pairs: the model's own answers to benign prompts. Each response
-is cut at a random word boundary (about a third empty). Two probes (standardise, optional PCA, L2 logistic
-regression, scikit-learn) are fitted on the train split:
+Harmful pairs: the project's harmful prompts with the model's own compliant answers (greedy, 96 tokens), one forced
+by the AdvBench-style prefill "Sure, here is" and one unprompted (kept only where it does not refuse); benign pairs:
+the model's own answers to benign prompts. Each response is cut at a random word boundary (about a third empty).
+Two probes (standardise, optional PCA, L2 logistic regression, scikit-learn) are fitted on the train split:
 
 * ``check``: the chosen layer's state at the last soft-prompt token, with the soft prompt appended after the
   partial response inside the assistant turn (what guarded generation reads every ``interval`` tokens);
 * ``token``: the state at the last response token without the soft prompt (per-token scores).
 
-The threshold is chosen on the validation split (highest TPR - FPR with FPR <= ``max_fpr``); AUROC and the confusion
-matrix are reported on the test split. Everything is saved as safetensors through :meth:`Reminder.save`.
+The threshold is calibrated on whole validation generations: every validation response is read at each check point
+(every ``interval`` tokens), and the threshold maximises the share of harmful generations on which some check fires
+while at most ``max_fpr`` of benign generations fire (a benign answer is checked several times, so a per-check false
+positive rate would understate how often the reminder interrupts it). Pair-level AUROC and the confusion matrix are
+reported on the validation and test splits. Everything is saved as safetensors through :meth:`Reminder.save`.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ import numpy as np
 import torch
 
 from reminder import Detector, Reminder, SoftPrompt, load_model
-from reminder.data import Record, load_prompt_set, load_responses
+from reminder.data import load_responses
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import AFFIRMATIVE_PREFILL, Pair, cut_response, model_responses, soft_batch
+from .examples import Pair, cut_response, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -46,7 +49,8 @@ class DetectorConfig:
     n_components: int = 0  # 0: the full standardised state; k: PCA to k dimensions first (the paper uses 4)
     c: float = 0.1  # inverse L2 strength of the logistic regression
     max_fpr: float = 0.02  # threshold: best TPR - FPR on validation with FPR <= this
-    max_new_tokens: int = 48
+    max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
+    interval: int = 16  # check interval stored in the reminder and used for calibration
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     train_cuts: int = 3  # partial responses cut from each training response (validation and test: one)
     batch_size: int = 8
@@ -66,21 +70,81 @@ class DetectorResult:
     folder: Path | None = None
 
 
-def load_pairs(adapter, cfg: DetectorConfig) -> list[Pair]:
-    """Harmful and benign (prompt, partial response, label) pairs over all splits, the responses cached."""
+def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> list[Pair]:
+    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, the responses cached."""
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
-    for name, prefill, unsafe in (("harmful", AFFIRMATIVE_PREFILL, 1), ("benign", "", 0)):
-        records: list[Record] = []
-        for split in ("train", "val", "test"):
-            recs = load_prompt_set(name, split)
-            records += recs[:cfg.max_per_split.get(split, len(recs))]
-        responses = model_responses(adapter, records, prefill, cfg.max_new_tokens, cache=cfg.cache)
-        for rec, resp in zip(records, responses, strict=True):
-            for _ in range(cfg.train_cuts if rec.split == "train" else 1):
+    for split in splits:
+        cap = cfg.max_per_split.get(split)
+        for rec, _, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap,
+                                                       "benign": cap}, cfg.cache):
+            for _ in range(cfg.train_cuts if split == "train" else 1):
                 partial, rest = cut_response(resp, rng)
-                pairs.append(Pair(rec.prompt, partial, unsafe, rest, rec.split))
+                pairs.append(Pair(rec.prompt, partial, unsafe, rest, split))
     return pairs
+
+
+def check_pairs(adapter, prompt: str, prefill: str, response: str, unsafe: int, interval: int,
+                max_new_tokens: int) -> list[Pair]:
+    """The partial responses guarded generation checks while it produces ``response``: one per ``interval`` tokens."""
+    ids = adapter.tokens(response[len(prefill):])[0].tolist()[:max_new_tokens]
+    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe)
+            for k in range(interval, len(ids) + 1, interval)]
+
+
+def calibrate(adapter, detector: Detector, soft: torch.Tensor, cfg: DetectorConfig, interval: int,
+              layer: int = -1) -> tuple[float, dict]:
+    """Choose the threshold on whole validation generations, the way guarded generation will use it.
+
+    Each validation response (``cfg.max_new_tokens`` tokens) is read at every check point; a generation fires when
+    any of its checks reaches the threshold. The threshold maximises the harmful firing rate with at most
+    ``cfg.max_fpr`` of benign generations firing. Returns (threshold, per-set firing rates on validation).
+    """
+    cap = cfg.max_per_split.get("val")
+    gens = labelled_responses(adapter, "val", cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
+    per_gen = [check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
+               for rec, prefill, resp, unsafe in gens]
+    flat = [p for ps in per_gen for p in ps]
+    check, _ = pair_features(adapter, flat, soft, layer, cfg.batch_size)
+    scores = probe_scores(detector, check)
+    peaks, i = [], 0
+    for ps in per_gen:
+        peaks.append(float(scores[i:i + len(ps)].max()) if ps else 0.0)  # no check point: never fires
+        i += len(ps)
+    peak, y = np.array(peaks), np.array([g[3] for g in gens])
+    threshold = choose_threshold(peak, y, cfg.max_fpr)
+    kind = np.array(["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens])
+    fired = {k: float(np.mean(peak[kind == k] >= threshold)) for k in ("harmful", "harmful+prefill", "benign")
+             if (kind == k).any()}
+    return threshold, {"generations": {k: int((kind == k).sum()) for k in fired}, "checks": len(flat),
+                       "fired": fired, "tokens": cfg.max_new_tokens, "interval": interval}
+
+
+def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) -> tuple[dict[str, Detector], float,
+                                                                                      dict]:
+    """Fit the check and token probes on pairs read through ``soft`` [1, n, d], then calibrate the threshold.
+
+    Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion matrices on the
+    validation and test splits and the generation-level calibration).
+    """
+    pairs = load_pairs(adapter, cfg)
+    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
+    y = np.array([p.unsafe for p in pairs])
+    split = np.array([p.split for p in pairs])
+    tr, va, te = (split == "train"), (split == "val"), (split == "test")
+    detectors = {name: fit_probe(f.numpy()[tr], y[tr], cfg.n_components, cfg.c, cfg.seed)
+                 for name, f in (("check", check), ("token", token))}
+    threshold, calibration = calibrate(adapter, detectors["check"], soft, cfg, interval, cfg.layer)
+    metrics = {"threshold": threshold, "pairs": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+               "calibration": calibration}
+    for name, feats in (("check", check), ("token", token)):
+        d = detectors[name]
+        t = threshold if name == "check" else choose_threshold(probe_scores(d, feats[va]), y[va], cfg.max_fpr)
+        metrics[name] = {"val": scores_report(probe_scores(d, feats[va]), y[va], t),
+                         "test": scores_report(probe_scores(d, feats[te]), y[te], t)}
+    if cfg.eval_llava:
+        metrics["llava15"] = eval_llava(adapter, detectors, soft, cfg)
+    return detectors, threshold, metrics
 
 
 @torch.inference_mode()
@@ -122,14 +186,19 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_components: int = 0, c: float = 0.
 
 
 def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.02) -> float:
-    """The threshold with the best TPR - FPR among those with FPR <= ``max_fpr`` (on validation scores)."""
+    """The threshold with the best TPR - FPR among those with FPR <= ``max_fpr`` (on validation scores).
+
+    It sits halfway between the chosen score and the next lower one, so that unseen scores near either side of the
+    gap are not decided by the validation set's exact values.
+    """
     best, best_t = -1.0, float(np.max(p)) + 1e-6
     for t in np.unique(p):
         fpr = float(np.mean(p[y == 0] >= t)) if (y == 0).any() else 0.0
         tpr = float(np.mean(p[y == 1] >= t)) if (y == 1).any() else 0.0
         if fpr <= max_fpr and tpr - fpr > best:
             best, best_t = tpr - fpr, float(t)
-    return best_t
+    below = p[p < best_t]
+    return (best_t + float(below.max())) / 2 if below.size else best_t
 
 
 def scores_report(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
@@ -148,33 +217,16 @@ def probe_scores(detector: Detector, feats: torch.Tensor) -> np.ndarray:
 
 
 def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
-    """Fit both probes, choose the threshold on validation, report on test, save the reminder to ``cfg.out``."""
+    """Fit both probes through the initial soft prompt, calibrate the threshold, save the reminder to ``cfg.out``."""
     start = time.perf_counter()
     adapter = adapter or load_model(cfg.model)
     torch.manual_seed(cfg.seed)
-    pairs = load_pairs(adapter, cfg)
     soft_prompt = SoftPrompt.from_text(adapter, cfg.init_text, cfg.n_tokens)
-    soft = soft_prompt(adapter.dtype, adapter.device)
-    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
-    y = np.array([p.unsafe for p in pairs])
-    split = np.array([p.split for p in pairs])
-    tr, va, te = (split == "train"), (split == "val"), (split == "test")
-    detectors = {name: fit_probe(f.numpy()[tr], y[tr], cfg.n_components, cfg.c, cfg.seed)
-                 for name, f in (("check", check), ("token", token))}
-    p_val = probe_scores(detectors["check"], check[va])
-    threshold = choose_threshold(p_val, y[va], cfg.max_fpr) if va.any() else 0.5
-    metrics = {"threshold": threshold, "pairs": {s: int((split == s).sum()) for s in ("train", "val", "test")}}
-    for name, feats in (("check", check), ("token", token)):
-        d = detectors[name]
-        t = threshold if name == "check" else choose_threshold(probe_scores(d, feats[va]), y[va], cfg.max_fpr)
-        metrics[name] = {"val": scores_report(probe_scores(d, feats[va]), y[va], t),
-                         "test": scores_report(probe_scores(d, feats[te]), y[te], t)}
-    if cfg.eval_llava:
-        metrics["llava15"] = eval_llava(adapter, detectors, soft, cfg)
+    detectors, threshold, metrics = fit(adapter, soft_prompt(adapter.dtype, adapter.device), cfg, cfg.interval)
     meta = {"init_text": cfg.init_text, "detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
             "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
-                   threshold=threshold, meta=meta)
+                   interval=cfg.interval, threshold=threshold, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
     return DetectorResult(rem, metrics, folder)
 
@@ -206,8 +258,9 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--layer", type=int, default=-1)
     ap.add_argument("--n-components", type=int, default=0)
     ap.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
-    ap.add_argument("--max-fpr", type=float, default=0.02)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
+    ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
+    ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
     ap.add_argument("--max-val", type=int)
     ap.add_argument("--max-test", type=int)
@@ -218,7 +271,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
     a = ap.parse_args(argv)
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
-    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, a.max_new_tokens, caps,
+    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, max_new_tokens=a.max_new_tokens,
+                         interval=a.interval, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava)
     cfg.command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)

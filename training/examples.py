@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
-from reminder.data import Record
+from reminder.batching import generate_batch
+from reminder.data import Record, load_prompt_set
+from reminder.generation import GenerationConfig
+from reminder.judges import is_refusal
 from reminder.models.embedded import reminder_home
 
 AFFIRMATIVE_PREFILL = "Sure, here is"
@@ -41,7 +44,7 @@ def default_cache(adapter) -> Path:
 
 
 def model_responses(adapter, records: list[Record], prefill: str = "", max_new_tokens: int = 48,
-                    batch_size: int = 16, cache: str | os.PathLike | None = None, progress: bool = True) -> list[str]:
+                    batch_size: int = 64, cache: str | os.PathLike | None = None, progress: bool = True) -> list[str]:
     """The model's greedy responses (``prefill`` included) to ``records``' prompts, cached by (model, prompt, ...)."""
     path = Path(cache) if cache else default_cache(adapter)
     key = lambda r: json.dumps([adapter.name, r.prompt, prefill, max_new_tokens])  # noqa: E731
@@ -70,54 +73,44 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
     return [known[key(r)] for r in records]
 
 
+def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict[str, int | None] | None = None,
+                       cache: str | os.PathLike | None = None,
+                       progress: bool = True) -> list[tuple[Record, str, str, int]]:
+    """(record, prefill, response, unsafe) for the ``split`` prompts: what the detector and SAPT learn from.
+
+    Harmful prompts give two answers each, one after the affirmative prefill and one unprompted; only those that do
+    not refuse are kept (an aligned model refuses many unprompted ones, and a refusal is not unsafe). Benign prompts
+    give the model's own answer. ``caps`` limits the prompts per set (``{"harmful": 20, "benign": 40}``).
+    """
+    caps = caps or {}
+    out: list[tuple[Record, str, str, int]] = []
+    for name, prefills in (("harmful", (AFFIRMATIVE_PREFILL, "")), ("benign", ("",))):
+        records = load_prompt_set(name, split)[:caps.get(name)]
+        for prefill in prefills:
+            responses = model_responses(adapter, records, prefill, max_new_tokens, cache=cache, progress=progress)
+            for rec, resp in zip(records, responses, strict=True):
+                if name == "benign" or not is_refusal(resp):
+                    out.append((rec, prefill, resp, int(name == "harmful")))
+    return out
+
+
 def greedy_batch(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48) -> list[str]:
     """Greedy continuations of several text prompts at once: one string each (see :func:`greedy_ids`)."""
     return [adapter.tokenizer.decode(ids, skip_special_tokens=True)
             for ids in greedy_ids(adapter, prompts, prefill, max_new_tokens)]
 
 
-@torch.inference_mode()
 def greedy_ids(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48) -> list[list[int]]:
     """Greedy token ids (EOS excluded) for several text prompts, the same tokens :func:`reminder.generate` picks.
 
-    Prompts are grouped by token length so that no batch needs padding (a padded attention mask sends SDPA to a
-    several-times slower path on CPU).
+    Prompts of one token length are decoded together (:func:`reminder.batching.generate_batch`), so no batch needs
+    padding (a padded attention mask sends SDPA to a several-times slower path on CPU).
     """
-    rows = [adapter.build(p, prefill=prefill).input_ids for p in prompts]
-    groups: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(r.shape[1], []).append(i)
-    out: list[list[int]] = [[] for _ in rows]
-    for idx in groups.values():
-        ids = _greedy_same_length(adapter, torch.cat([rows[i] for i in idx]), max_new_tokens)
-        for i, row in zip(idx, ids, strict=True):
-            out[i] = row
-    return out
-
-
-def _greedy_same_length(adapter, ids: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding of a batch of equal-length prompts ``ids`` [B, L]; each row stops at its first EOS."""
-    cache = adapter.new_cache()
-    suppress = adapter.suppress_ids.to(adapter.device)
-    eos = torch.tensor(sorted(adapter.eos_ids), device=adapter.device)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=adapter.device)
-    kept: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    step, past = ids, 0
-    for _ in range(max_new_tokens):
-        pos = adapter.positions(past, step.shape[1])
-        last, _ = adapter.forward(adapter.embed(step), pos.expand(*pos.shape[:-2], *step.shape), cache)
-        past += step.shape[1]
-        logits = adapter.logits(last[:, -1])
-        logits[:, suppress] = float("-inf")
-        tok = logits.argmax(-1)
-        done |= torch.isin(tok, eos)
-        for row, t, d in zip(kept, tok.tolist(), done.tolist(), strict=True):
-            if not d:
-                row.append(t)
-        if bool(done.all()):
-            break
-        step = tok[:, None]
-    return kept
+    with torch.inference_mode():
+        encoded = [adapter.encode(adapter.build(p, prefill=prefill)) for p in prompts]
+    gens = generate_batch(adapter, encoded, config=GenerationConfig(max_new_tokens=max_new_tokens),
+                          batch_size=max(len(prompts), 1))
+    return [g.token_ids for g in gens]
 
 
 _WORD_END = re.compile(r"\S(?=\s)")

@@ -5,11 +5,14 @@
 Each training example is a prompt plus the model's own response cut at a random word boundary (about a third empty,
 else at least ~20 characters), followed by the soft prompt:
 
-* harmful: prompt + the start of a compliant answer ("Sure, here is ...") + soft prompt -> a refusal (refusals.json);
+* harmful: prompt + the start of a compliant answer (the model's own, after the prefill "Sure, here is" or unprompted
+  where it complies) + soft prompt -> a refusal (refusals.json);
 * benign: prompt + the start of the model's own answer + soft prompt -> the rest of that answer.
 
 Loss = cross-entropy on the target tokens + ``lambda_bce`` * BCE of the frozen check detector at the last soft-prompt
-token (so the detector keeps working on the trained prompt). AdamW on the n x d soft-prompt vectors only.
+token (so the detector keeps working on the trained prompt). AdamW on the n x d soft-prompt vectors only. After
+training, the probes are refitted on features read through the trained prompt and the threshold is calibrated again
+on whole validation generations (:func:`training.detector.fit`).
 
 Default lr is 1e-2, not the paper's 1e-4: on this model 1e-4 and 1e-3 barely move 4 vectors in a few hundred
 steps (measured in ../shared/FINDINGS.md), 1e-2 reaches >90% refusals on harmful continuations in ~250 steps.
@@ -30,7 +33,7 @@ import shlex
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from reminder import Reminder, load_model
-from reminder.data import load_prompt_set, load_refusals
+from reminder.data import load_refusals
 
-from .detector import choose_threshold, pair_features, probe_scores, scores_report
-from .examples import AFFIRMATIVE_PREFILL, Pair, cut_response, model_responses, soft_batch
+from .detector import DetectorConfig, fit
+from .examples import Pair, cut_response, labelled_responses, soft_batch
 from .state import load_state, save_state
 
 
@@ -62,11 +65,10 @@ class SaptConfig:
     max_benign: int | None = None
     max_val: int | None = None  # cap on validation prompts per set (evaluation and threshold)
     min_chars: int = 20  # a non-empty partial response keeps at least this much
-    max_new_tokens: int = 48  # of the cached model responses (shared with training.detector)
+    max_new_tokens: int = 96  # of the cached model responses (shared with training.detector)
     max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
-    refit_threshold: bool = True  # re-choose the threshold on validation pairs with the trained prompt
-    max_fpr: float = 0.02
+    refit_detector: bool = True  # refit the probes through the trained prompt and calibrate the threshold again
     cache: str | None = None
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
@@ -102,19 +104,17 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train") -> list[Examp
     rng = random.Random(cfg.seed)
     refusals = load_refusals()
     eos = adapter.tokenizer.eos_token_id
+    caps = ({"harmful": cfg.max_harmful, "benign": cfg.max_benign} if split == "train"
+            else {"harmful": cfg.max_val, "benign": cfg.max_val})
     out: list[Example] = []
-    caps = {"harmful": cfg.max_harmful, "benign": cfg.max_benign} if split == "train" else {}
-    for name, prefill in (("harmful", AFFIRMATIVE_PREFILL), ("benign", "")):
-        records = load_prompt_set(name, split)[:caps.get(name, cfg.max_val)]
-        for rec, resp in zip(records, model_responses(adapter, records, prefill, cfg.max_new_tokens,
-                                                      cache=cfg.cache, progress=False), strict=True):
-            partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
-            if name == "harmful":
-                text = (" " if partial else "") + rng.choice(refusals)
-                target = adapter.tokens(text)[0].tolist() + [eos]
-            else:
-                target = adapter.tokens(rest)[0].tolist()[:cfg.max_target_tokens] or [eos]
-            out.append(Example(Pair(rec.prompt, partial, int(name == "harmful"), rest, split), target))
+    for rec, _, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False):
+        partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
+        if unsafe:
+            text = (" " if partial else "") + rng.choice(refusals)
+            target = adapter.tokens(text)[0].tolist() + [eos]
+        else:
+            target = adapter.tokens(rest)[0].tolist()[:cfg.max_target_tokens] or [eos]
+        out.append(Example(Pair(rec.prompt, partial, unsafe, rest, split), target))
     return out
 
 
@@ -196,8 +196,8 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     finally:
         bar.close()
     metrics = {}
-    if not stopped and cfg.refit_threshold:
-        metrics = refit_threshold(adapter, reminder, cfg)
+    if not stopped and cfg.refit_detector:
+        metrics = refit_detector(adapter, reminder, cfg)
         _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
     return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
 
@@ -217,15 +217,19 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
             "val_ce": float(np.mean([p["ce"] for _, p in parts]))}
 
 
-def refit_threshold(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
-    """Choose the threshold again on validation pairs read through the trained soft prompt (detector frozen)."""
-    val = [e.pair for e in build_examples(adapter, cfg, "val")]
+def refit_detector(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
+    """Refit the probes on features read through the trained soft prompt and calibrate the threshold again.
+
+    The detector's own settings (layer, data caps, cuts, ``max_fpr``) come from the reminder's ``detector_config``.
+    """
+    known = {f.name for f in fields(DetectorConfig)}
+    det_cfg = DetectorConfig(**{k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known})
+    det_cfg.cache = cfg.cache or det_cfg.cache
     soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
-    check, _ = pair_features(adapter, val, soft, reminder.layer)
-    y = np.array([p.unsafe for p in val])
-    p = probe_scores(reminder.detector.cpu(), check)
-    reminder.threshold = choose_threshold(p, y, cfg.max_fpr)
-    return {"threshold": reminder.threshold, "val": scores_report(p, y, reminder.threshold)}
+    detectors, threshold, metrics = fit(adapter, soft, det_cfg, reminder.interval)
+    reminder.detector, reminder.token_detector, reminder.threshold = detectors["check"], detectors["token"], threshold
+    reminder.meta["detector_metrics"] = metrics | {"refit_after_sapt": True}
+    return metrics
 
 
 def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, step: int, losses: list[float],
