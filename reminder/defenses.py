@@ -8,6 +8,9 @@
 ``prompt-tuning``   the same soft prompt, always present: inserted before the assistant turn instead of injected.
 ``text-reminder``   the soft prompt's init text as plain tokens, injected when the detector fires (without a reminder
                     there is no detector, so it is injected at the first check): shows what the trained vectors add.
+
+``none``, ``self-reminder`` and ``prompt-tuning`` decode plainly (:meth:`Defense.decoding`), so the benchmark can
+decode their prompts in batches (:mod:`reminder.batching`); the ``guarded`` ones run one prompt at a time.
 """
 
 from __future__ import annotations
@@ -36,26 +39,37 @@ class Defense:
 
     name = "none"
     needs_reminder = False
+    guarded = False  # True: generation checks the reminder as it goes; False: plain decoding (batchable)
 
     def prompt(self, adapter: VLMAdapter, inputs: AttackInputs) -> Prompt:
         """The chat prompt this defence sends."""
         return adapter.build(inputs.prompt, inputs.image, inputs.prefill)
 
-    def apply(self, adapter: VLMAdapter, record, inputs: AttackInputs, reminder: Reminder | None,
-              config: GenerationConfig) -> Generation:
+    def require(self, reminder: Reminder | None) -> None:
+        """Refuse to run without the reminder this defence needs."""
         if self.needs_reminder and reminder is None:
             raise ValueError(f"defence '{self.name}' needs a trained reminder (pass --reminder FOLDER)")
+
+    def apply(self, adapter: VLMAdapter, record, inputs: AttackInputs, reminder: Reminder | None,
+              config: GenerationConfig) -> Generation:
+        self.require(reminder)
         return self.generate(adapter, self.prompt(adapter, inputs), reminder, config)
+
+    def decoding(self, adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None) -> tuple[VLMAdapter, Prompt]:
+        """What plain decoding of ``prompt`` runs on: the adapter (or a view of it) and the prompt to encode."""
+        return adapter, prompt
 
     def generate(self, adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
                  config: GenerationConfig) -> Generation:
-        return generate(adapter, prompt, reminder=reminder, config=dataclasses.replace(config, guard=False))
+        view, prompt = self.decoding(adapter, prompt, reminder)
+        return generate(view, prompt, reminder=reminder, config=dataclasses.replace(config, guard=False))
 
 
 class SafetyReminder(Defense):
     """Guarded generation with the trained reminder, in ``continue`` or the official ``regenerate`` mode."""
 
     needs_reminder = True
+    guarded = True
 
     def __init__(self, mode: str = "continue"):
         self.mode = mode
@@ -79,6 +93,7 @@ class TextReminder(Defense):
     """:data:`TEXT_REMINDER` as token embeddings in place of the soft vectors, injected when the detector fires."""
 
     name = "text-reminder"
+    guarded = True
 
     def generate(self, adapter, prompt, reminder, config):
         with torch.no_grad():
@@ -101,14 +116,13 @@ class PromptTuning(Defense):
     name = "prompt-tuning"
     needs_reminder = True
 
-    def generate(self, adapter, prompt, reminder, config):
+    def decoding(self, adapter, prompt, reminder):
         soft = reminder.soft_prompt(adapter.dtype, adapter.device)
         at = assistant_turn_start(adapter, prompt)
         view = _SoftPrompted(adapter, prompt, soft, at)
         padded = torch.cat([prompt.input_ids[:, :at], prompt.input_ids.new_zeros(1, soft.shape[1]),
                             prompt.input_ids[:, at:]], dim=1)  # stands in for the longer sequence (its length)
-        return generate(view, Prompt(padded, prompt.pixels, prompt.text), reminder=reminder,
-                        config=dataclasses.replace(config, guard=False))
+        return view, Prompt(padded, prompt.pixels, prompt.text)
 
 
 def assistant_turn_start(adapter: VLMAdapter, prompt: Prompt) -> int:

@@ -3,6 +3,11 @@
     python -m reminder.eval --model embedded --dataset figstep-tiny --attack figstep \\
         --defense none,reminder,self-reminder --limit 50 --out results/run1 --reminder checkpoints/embedded
 
+Unguarded defences (``none``, ``self-reminder``, ``prompt-tuning``) are decoded in batches of up to ``--batch-size``
+prompts of one token length (:mod:`reminder.batching`; the same tokens as one at a time, greedy); guarded ones run
+one row at a time. A batched row's ``seconds`` and ``generate_seconds`` are its batch's shared evenly among its
+rows (``batch_size`` says how many): compare latencies with ``--batch-size 1``.
+
 Resumable: rows already in ``results*.jsonl`` are skipped, each new row is appended and flushed. Under
 ``accelerate launch -m reminder.eval`` with several processes, process i runs every n-th grid item into
 ``results.rank{i}.jsonl`` and the main process writes the summary and report once all are done.
@@ -17,17 +22,22 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from attacks.compose import attack_inputs
+import torch
 
+from attacks.compose import AttackInputs, attack_inputs
+
+from .batching import batches, generate_batch
 from .checkpoint import Reminder
 from .datasets import Record, load_dataset
 from .defenses import get_defense
-from .generation import GenerationConfig
+from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
-from .models import ModelNotFound, load_model
+from .models import ModelNotFound, Prompt, VLMAdapter, load_model
+
+Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
 
 
 @dataclass
@@ -47,6 +57,7 @@ class EvalConfig:
     interval: int | None = None
     threshold: float | None = None
     seed: int = 0
+    batch_size: int = 8  # unguarded rows decoded together (1: one at a time)
 
 
 @dataclass
@@ -70,7 +81,7 @@ def row_key(row: dict) -> tuple[str, str, str, str]:
     return row["dataset"], row["id"], row["attack"], row["defense"]
 
 
-def grid(cfg: EvalConfig) -> Iterator[tuple[str, Record, str, str]]:
+def grid(cfg: EvalConfig) -> Iterator[Cell]:
     """(dataset, record, attack, defence) in a fixed order."""
     for ds in cfg.datasets:
         for rec in load_dataset(ds, cfg.data_dir, cfg.limit):
@@ -105,7 +116,43 @@ def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: 
     inputs = attack_inputs(attack, rec)
     start = time.perf_counter()
     gen = get_defense(defense).apply(adapter, rec, inputs, reminder, gen_cfg)
-    seconds = time.perf_counter() - start
+    return _row((ds, rec, attack, defense), inputs, gen, time.perf_counter() - start, judges)
+
+
+def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> tuple[AttackInputs, VLMAdapter, Prompt]:
+    """An unguarded cell's attacked inputs and what its defence decodes: the adapter (or a view) and the prompt."""
+    _, rec, attack, defense = cell
+    d = get_defense(defense)
+    d.require(reminder)
+    inputs = attack_inputs(attack, rec)
+    return (inputs, *d.decoding(adapter, d.prompt(adapter, inputs), reminder))
+
+
+def plan(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None, batch_size: int) -> list[list[int]]:
+    """Units of work over ``cells`` (indices), in grid order: a guarded cell alone, unguarded ones in batches of up to
+    ``batch_size`` prompts of one token length (each prompt is built here to measure it, and again when it runs)."""
+    keys = [("row", i) if batch_size == 1 or get_defense(cell[3]).guarded
+            else ("length", len(plain_prompt(adapter, cell, reminder)[2])) for i, cell in enumerate(cells)]
+    return batches(keys, batch_size)
+
+
+def run_batch(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None, gen_cfg: GenerationConfig,
+              judges: dict) -> Iterator[dict]:
+    """Unguarded cells whose prompts have one length, decoded together; yields the rows :func:`run_row` gives (each
+    judged as it is yielded), timings aside: the batch's, shared evenly among its rows."""
+    start = time.perf_counter()
+    built = [plain_prompt(adapter, cell, reminder) for cell in cells]
+    with torch.inference_mode():
+        encoded = [view.encode(prompt) for _, view, prompt in built]
+    gens = generate_batch(adapter, encoded, reminder, replace(gen_cfg, guard=False), len(cells))
+    seconds = (time.perf_counter() - start) / len(cells)
+    for cell, (inputs, _, _), gen in zip(cells, built, gens, strict=True):
+        yield _row(cell, inputs, gen, seconds, judges, len(cells))
+
+
+def _row(cell: Cell, inputs: AttackInputs, gen: Generation, seconds: float, judges: dict, batch_size: int = 1) -> dict:
+    """The result row of one generated cell, judged."""
+    ds, rec, attack, defense = cell
     full = inputs.prefill + gen.answer
     first = gen.injections[0] if gen.injections else None
     after = "".join(gen.tokens[first:]) if first is not None else None
@@ -118,7 +165,7 @@ def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: 
         "judge": {name: _verdict(j, rec.prompt, full) for name, j in judges.items()},
         "judge_after": {name: _verdict(j, rec.prompt, after) for name, j in judges.items()},
         "generate_seconds": gen.generate_seconds, "seconds": seconds,
-        "seconds_per_token": gen.generate_seconds / max(len(gen.token_ids), 1),
+        "seconds_per_token": gen.generate_seconds / max(len(gen.token_ids), 1), "batch_size": batch_size,
     }
 
 
@@ -166,7 +213,8 @@ def _process() -> tuple[int, int, Callable[[], None]]:
 
 def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
              stop: Callable[[], bool] | None = None) -> Summary:
-    """Run (or resume) the grid; ``callback(row)`` after each new row; ``stop()`` true ends it early (resumable)."""
+    """Run (or resume) the grid; ``callback(row)`` after each new row; ``stop()``, asked before each unit of work and
+    after each row, true ends it early (resumable; rows of a batch not yet written are made again on resume)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, barrier = _process()
@@ -180,15 +228,21 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
         gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, interval=cfg.interval,
                                    threshold=cfg.threshold, seed=cfg.seed)
         name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
+        stopped = stop or (lambda: False)
         with open(out / name, "a", encoding="utf-8") as f:
-            for ds, rec, attack, defense in todo:
-                if stop is not None and stop():
+            for unit in plan(adapter, todo, reminder, cfg.batch_size):
+                if stopped():
                     break
-                row = run_row(adapter, ds, rec, attack, defense, reminder, gen_cfg, judges)
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                if callback is not None:
-                    callback(row)
+                cells = [todo[i] for i in unit]
+                rows = (run_batch(adapter, cells, reminder, gen_cfg, judges) if len(cells) > 1
+                        else [run_row(adapter, *cells[0], reminder, gen_cfg, judges)])
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
+                    f.flush()
+                    if callback is not None:
+                        callback(row)
+                    if stopped():
+                        break
     barrier()
     summary = summarise(read_rows(out))
     if rank == 0:
@@ -220,11 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--interval", type=int, default=None)
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="unguarded rows (none, self-reminder, prompt-tuning) decoded together; 1: one at a time")
     a = p.parse_args(argv)
+    if a.batch_size < 1:
+        p.error("--batch-size must be at least 1")
     cfg = EvalConfig(out=a.out, model=a.model, datasets=_names(a.dataset), attacks=_names(a.attack),
                      defenses=_names(a.defense), judges=_names(a.judge), reminder=a.reminder, limit=a.limit,
                      data_dir=a.data_dir, max_new_tokens=a.max_new_tokens, interval=a.interval,
-                     threshold=a.threshold, seed=a.seed)
+                     threshold=a.threshold, seed=a.seed, batch_size=a.batch_size)
     for d in cfg.defenses:
         if get_defense(d).needs_reminder and not cfg.reminder:
             p.error(f"defence '{d}' needs --reminder FOLDER")

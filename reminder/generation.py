@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Reminder
-from .models.base import Prompt, VLMAdapter
+from .models.base import Encoded, Prompt, VLMAdapter
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Generation:
         return out
 
 
-def check_prompt(adapter: VLMAdapter, prompt: Prompt, max_new_tokens: int) -> None:
+def check_prompt(adapter: VLMAdapter, prompt: Prompt | Encoded, max_new_tokens: int) -> None:
     """Refuse prompts that are empty or leave no room in the model's context."""
     if len(prompt) + max_new_tokens > adapter.context_length:
         raise ValueError(f"prompt is {len(prompt)} tokens; with {max_new_tokens} new tokens it exceeds "
@@ -146,8 +146,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
             last, hid = adapter.forward(step, adapter.positions(past + delta, step.shape[1]), cache, layer)
             logits = adapter.logits(last[:, 0])
 
-            text = adapter.tokenizer.decode(ids, skip_special_tokens=True)
-            piece, decoded = text[len(decoded):], text
+            piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
             pieces.append(piece)
             p_tok = float(token_probe(hid[0, 0])) if token_probe is not None else None
             if scores is not None:
@@ -199,6 +198,12 @@ def generate(adapter: VLMAdapter, prompt: str | Prompt, image: Image.Image | Non
     cfg = dataclasses.replace(config or GenerationConfig(), **overrides)
     *_, result = stream(adapter, prompt, reminder, cfg)
     return result
+
+
+def text_piece(tokenizer, ids: list[int], decoded: str) -> tuple[str, str]:
+    """(the piece the last of ``ids`` adds to ``decoded``, the text of ``ids``): streamed text, one token at a time."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return text[len(decoded):], text
 
 
 def _truncate(cache, length: int) -> None:

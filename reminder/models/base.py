@@ -40,6 +40,9 @@ class Encoded:
     positions: torch.Tensor
     next_position: int  # the position of the first token after the prompt (L for 1-D, L + rope delta for M-RoPE)
 
+    def __len__(self) -> int:
+        return self.embeds.shape[1]
+
 
 class VLMAdapter:
     """Family-independent wrapper around a ``*ForConditionalGeneration`` model and its processor."""
