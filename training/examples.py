@@ -51,7 +51,10 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
     known: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
-            row = json.loads(line)
+            try:  # a line cut short by a crash (or a concurrent writer) is skipped and regenerated
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
             known[row["key"]] = row["response"]
     todo = sorted((r for r in records if key(r) not in known),
                   key=lambda r: len(adapter.build(r.prompt, prefill=prefill)))
@@ -67,7 +70,7 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
                 for r, text in zip(chunk, texts, strict=True):
                     known[key(r)] = prefill + text
                     f.write(json.dumps({"key": key(r), "response": prefill + text}) + "\n")
-                f.flush()
+                    f.flush()  # one whole line per write, so concurrent runs never interleave inside a line
                 bar.update(len(chunk))
         bar.close()
     return [known[key(r)] for r in records]
