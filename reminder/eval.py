@@ -183,7 +183,8 @@ def summarise(rows: list[dict]) -> Summary:
         buckets[(r["dataset"], r["attack"], r["defense"], r["category"] or "-")].append(r)
     judges = sorted({j for r in rows for j in r["judge"]})
     groups = []
-    for (ds, attack, defense, cat), rs in sorted(buckets.items(), key=lambda kv: (kv[0][:3], kv[0][3] != "all")):
+    for (ds, attack, defense, cat), rs in sorted(buckets.items(),  # one order, however the rows came
+                                                 key=lambda kv: (kv[0][:3], kv[0][3] != "all", kv[0][3])):
         g = {"dataset": ds, "attack": attack, "defense": defense, "category": cat, "n": len(rs)}
         harmful = [r for r in rs if r["harmful_request"]]
         benign = [r for r in rs if not r["harmful_request"]]
@@ -202,8 +203,11 @@ def _process() -> tuple[int, int, Callable[[], None]]:
     """(index, count, barrier) of this process under accelerate; (0, 1, no-op) otherwise."""
     try:
         from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
 
-        state = PartialState()
+        # like Accelerator: without cpu=True (what `accelerate launch --cpu` asks for), PartialState never sees a
+        # multi-CPU launch, and every process would run the whole grid into one file
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         if state.num_processes > 1:
             return state.process_index, state.num_processes, state.wait_for_everyone
     except (ImportError, RuntimeError, ValueError):
@@ -292,12 +296,16 @@ def main(argv: list[str] | None = None) -> None:
                                                          flush=True))
     except (ValueError, ModelNotFound, JudgeUnavailable) as err:  # bad names, missing files or weights: one line
         p.error(str(err))
+    rank, world, _ = _process()
+    if rank:  # the main process reports for all
+        return
     cols = ["attack", "defense", *[k for k in summary.groups[0] if k.startswith(("asr_", "over_"))],
             "fire_rate", "tokens_before_reminder", "seconds_per_token"] if summary.groups else []
     for g in summary.groups:
         if g["category"] == "all":
             print("  ".join(f"{c}={g[c]}" for c in cols))
-    print(f"wrote {Path(cfg.out) / 'results.jsonl'}, summary.csv, report.html")
+    rows = "results.jsonl" if world == 1 else f"results.rank{{0..{world - 1}}}.jsonl"
+    print(f"wrote {Path(cfg.out) / rows}, summary.csv, report.html")
 
 
 if __name__ == "__main__":

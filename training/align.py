@@ -74,10 +74,15 @@ def build_examples(adapter, cfg: AlignConfig, split: str = "train") -> list[tupl
     return out
 
 
+def target_ids(adapter, batch: list[tuple[str, str, bool]]) -> list[torch.Tensor]:
+    """Each example's scored target tokens (a refusal also learns to end the turn)."""
+    eos = torch.tensor([adapter.tokenizer.eos_token_id], device=adapter.device)
+    return [torch.cat([adapter.tokens(t)[0], eos]) if refuse else adapter.tokens(t)[0] for _, t, refuse in batch]
+
+
 def batch_loss(adapter, batch: list[tuple[str, str, bool]]) -> torch.Tensor:
     """Mean next-token cross-entropy on the target tokens (a refusal also learns to end the turn)."""
-    eos = torch.tensor([adapter.tokenizer.eos_token_id], device=adapter.device)
-    targets = [torch.cat([adapter.tokens(t)[0], eos]) if refuse else adapter.tokens(t)[0] for _, t, refuse in batch]
+    targets = target_ids(adapter, batch)
     empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
     out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
     return F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100)
@@ -101,6 +106,7 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
     adapter = adapter or load_model(cfg.model)
     torch.manual_seed(cfg.seed)
     examples = build_examples(adapter, cfg)  # the base model's answers, before LoRA changes it
+    scored = [len(t) for t in target_ids(adapter, examples)]  # target tokens per example
     peft_model = add_lora(adapter, cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -143,13 +149,22 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
             order = list(range(len(examples)))
             random.Random(cfg.seed * 1000 + epoch).shuffle(order)
             idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            batch = [examples[i] for i in idx][rank::world] or [examples[idx[0]]]
-            loss = batch_loss(adapter, batch)
+            mine = idx[rank::world]
+            batch = [examples[i] for i in mine] or [examples[idx[0]]]  # a process without a share keeps step (weight 0)
+            # this process's share of the whole batch's token-mean loss, times the process count: the gradients
+            # averaged over the processes below are those of a single process on the whole batch
+            share = world * sum(scored[i] for i in mine) / sum(scored[i] for i in idx)
+            loss = batch_loss(adapter, batch) * share
             optimizer.zero_grad()
             accelerator.backward(loss)
+            if world > 1:  # no DDP wrapper (the loss runs through the adapter, not a prepared module): by hand
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                mean = accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")
+                for p, g in zip(params, mean.split([g.numel() for g in grads]), strict=True):
+                    p.grad = g.view_as(p)
             optimizer.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the whole batch's loss
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if on_step:

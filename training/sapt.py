@@ -118,16 +118,17 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train") -> list[Examp
     return out
 
 
-def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Example],
-               lambda_bce: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """LM cross-entropy on the targets + lambda * BCE of the check detector at the last soft token."""
+def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Example], lambda_bce: float,
+               weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, dict[str, float]]:
+    """LM cross-entropy on the targets + lambda * BCE of the check detector at the last soft token, the two terms
+    scaled by ``weights`` (a process's share of a batch split across processes; see :func:`train`)."""
     targets = [torch.tensor(e.target, device=adapter.device) for e in batch]
     out = soft_batch(adapter, [e.pair for e in batch], soft, reminder.layer, targets)
     ce = F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100)
     logit = reminder.detector.logit(out["check"])
     labels = torch.tensor([float(e.pair.unsafe) for e in batch], device=logit.device)
     bce = F.binary_cross_entropy_with_logits(logit, labels)
-    loss = ce + lambda_bce * bce
+    loss = weights[0] * ce + lambda_bce * weights[1] * bce
     return loss, {"ce": ce.item(), "bce": bce.item(), "p_unsafe": torch.sigmoid(logit).mean().item()}
 
 
@@ -172,14 +173,19 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
             epoch, offset = divmod(step, per_epoch)
             order = epoch_order(len(examples), cfg.seed, epoch)
             idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            batch = [examples[i] for i in idx][rank::world] or [examples[idx[0]]]
-            soft = accelerator.unwrap_model(soft_module)(adapter.dtype, accelerator.device)
-            loss, parts = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
+            mine = [examples[i] for i in idx][rank::world]
+            batch = mine or [examples[idx[0]]]  # a process without a share keeps step with the others (weight 0)
+            # this process's share of the whole batch's token-mean CE and example-mean BCE, times the process count
+            # (DDP averages the gradients), so that the update is the one a single process makes on the whole batch
+            tokens = sum(len(examples[i].target) for i in idx)
+            weights = (world * sum(len(e.target) for e in mine) / tokens, world * len(mine) / len(idx))
+            soft = soft_module(adapter.dtype, accelerator.device)  # DDP's forward: backward averages the gradients
+            loss, parts = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce, weights)
             optimizer.zero_grad()
             accelerator.backward(loss)
             optimizer.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the whole batch's loss
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ce=f"{parts['ce']:.3f}")
             callback.on_step(step, losses[-1], parts)
