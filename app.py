@@ -342,8 +342,10 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
             detector.run(detector.DetectorConfig(model=model, out=str(out)), adapter)
         except USER_ERRORS as err:
             raise gr.Error(f"detector: {err}") from None
+    # the tab keeps the detector and threshold it has: calibrating the threshold through the trained prompt (the CLI
+    # recipe) reads every validation generation again, minutes without a progress bar
     cfg = sapt.SaptConfig(model=model, out=str(out), max_steps=int(max_steps), lr=float(lr),
-                          batch_size=int(batch_size))
+                          batch_size=int(batch_size), refit="none")
 
     class Progress(sapt.TrainCallback):
         def __init__(self, emit):
@@ -357,7 +359,8 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
     for item in in_thread(lambda cb: sapt.train(cfg, adapter, Progress(cb), STOP_TRAINING)):
         if isinstance(item, Finished):
             res = item.result
-            yield (f"{'stopped' if res.stopped else 'done'} after {res.step} steps; saved to {res.folder}",
+            yield (f"{'stopped' if res.stopped else 'done'} after {res.step} steps; saved to {res.folder} (detector "
+                   "and threshold kept; `python -m training.sapt` calibrates the threshold again)",
                    gr.skip(), json.loads(json.dumps(res.metrics, default=str)))
             continue
         step, loss, metrics = item

@@ -93,7 +93,7 @@ def test_pca_probe_matches_sklearn() -> None:
 
 def _config(folder: Path, **kw) -> sapt.SaptConfig:
     base = dict(out=str(folder), max_harmful=1, max_benign=2, batch_size=4, lr=5e-2, epochs=6, eval_examples=0,
-                refit_detector=False, max_new_tokens=6, cache=str(folder.parent / "responses.jsonl"))
+                refit="none", max_new_tokens=6, cache=str(folder.parent / "responses.jsonl"))
     return sapt.SaptConfig(**{**base, **kw})
 
 
@@ -124,16 +124,17 @@ def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
     assert (folder / state.STATE_TENSORS).is_file() and (folder / state.STATE_JSON).is_file()
 
 
-def test_sapt_refits_detector_through_trained_prompt(tiny, fitted) -> None:
-    folder = _copy(fitted, "refit")
+@pytest.mark.parametrize("mode", ["threshold", "detector"])
+def test_sapt_calibrates_again_through_trained_prompt(tiny, fitted, mode) -> None:
+    folder = _copy(fitted, f"refit-{mode}")
     before = Reminder.load(folder, tiny)
-    result = sapt.train(_config(folder, epochs=2, refit_detector=True), tiny)
+    result = sapt.train(_config(folder, epochs=2, refit=mode), tiny)
     rem = Reminder.load(folder, tiny)
-    m = rem.meta["detector_metrics"]
-    assert m["refit_after_sapt"] and m == result.metrics | {"refit_after_sapt": True}
+    m = rem.meta["sapt_refit"]
+    assert m == {"mode": mode, **result.metrics}
     assert rem.threshold == pytest.approx(m["threshold"]) and m["calibration"]["interval"] == before.interval
-    h = torch.randn(2, tiny.hidden_size)  # a new probe, fitted on features read through the trained prompt
-    assert not torch.allclose(rem.detector(h), before.detector(h))
+    h = torch.randn(2, tiny.hidden_size)  # "detector": a new probe, fitted on features read through the trained prompt
+    assert torch.allclose(rem.detector(h), before.detector(h)) == (mode == "threshold")
 
 
 def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:

@@ -11,7 +11,8 @@ else at least ~20 characters), followed by the soft prompt:
 
 Loss = cross-entropy on the target tokens + ``lambda_bce`` * BCE of the frozen check detector at the last soft-prompt
 token (so the detector keeps working on the trained prompt). AdamW on the n x d soft-prompt vectors only. After
-training, the probes are refitted on features read through the trained prompt and the threshold is calibrated again
+training, the threshold is calibrated again on validation generations read through the trained prompt (``--refit
+detector`` refits the probes on features read through it first)
 on whole validation generations (:func:`training.detector.fit`).
 
 Default lr is 1e-2, not the paper's 1e-4: on this model 1e-4 and 1e-3 barely move 4 vectors in a few hundred
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
-from .detector import DetectorConfig, fit
+from .detector import DetectorConfig, calibrate, fit
 from .examples import Pair, cut_response, labelled_responses, soft_batch
 from .state import load_state, save_state
 
@@ -68,7 +69,7 @@ class SaptConfig:
     max_new_tokens: int = 96  # of the cached model responses (shared with training.detector)
     max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
-    refit_detector: bool = True  # refit the probes through the trained prompt and calibrate the threshold again
+    refit: str = "threshold"  # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
     cache: str | None = None
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
@@ -202,8 +203,8 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     finally:
         bar.close()
     metrics = {}
-    if not stopped and cfg.refit_detector:
-        metrics = refit_detector(adapter, reminder, cfg)
+    if not stopped and cfg.refit != "none":
+        metrics = refit(adapter, reminder, cfg)
         _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
     return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
 
@@ -223,8 +224,9 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
             "val_ce": float(np.mean([p["ce"] for _, p in parts]))}
 
 
-def refit_detector(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
-    """Refit the probes on features read through the trained soft prompt and calibrate the threshold again.
+def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
+    """After training, read the validation generations through the trained prompt and calibrate the threshold again
+    (``cfg.refit == "threshold"``), after refitting both probes on features read through it (``"detector"``).
 
     The detector's own settings (layer, data caps, cuts, ``max_fpr``) come from the reminder's ``detector_config``.
     """
@@ -232,9 +234,16 @@ def refit_detector(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, An
     det_cfg = DetectorConfig(**{k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known})
     det_cfg.cache = cfg.cache or det_cfg.cache
     soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
-    detectors, threshold, metrics = fit(adapter, soft, det_cfg, reminder.interval)
-    reminder.detector, reminder.token_detector, reminder.threshold = detectors["check"], detectors["token"], threshold
-    reminder.meta["detector_metrics"] = metrics | {"refit_after_sapt": True}
+    if cfg.refit == "detector":
+        detectors, threshold, metrics = fit(adapter, soft, det_cfg, reminder.interval)
+        reminder.detector, reminder.token_detector = detectors["check"], detectors["token"]
+        reminder.meta["detector_metrics"] = metrics
+    else:
+        threshold, calibration = calibrate(adapter, reminder.detector.to(adapter.device), soft, det_cfg,
+                                           reminder.interval, reminder.layer)
+        metrics = {"threshold": threshold, "calibration": calibration}
+    reminder.threshold = threshold
+    reminder.meta["sapt_refit"] = {"mode": cfg.refit, **metrics}
     return metrics
 
 
@@ -268,9 +277,11 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
     ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
+                    help="after training: calibrate the threshold again, also refit the probes, or neither")
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
-                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, cache=a.cache)
+                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, cache=a.cache, refit=a.refit)
     cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
