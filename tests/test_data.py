@@ -18,9 +18,12 @@ def test_prompt_sets_have_fixed_disjoint_splits() -> None:
     assert sum(r.category == "risky_but_safe" for r in benign) >= 55
     assert len({r.id for r in benign + harmful}) == len(benign) + len(harmful)
     assert {r.safe for r in benign} == {True} and {r.safe for r in harmful} == {False}
-    for records in (benign, harmful):
-        shares = {s: sum(r.split == s for r in records) / len(records) for s in data.SPLITS}
-        assert shares["train"] == pytest.approx(0.6, abs=0.03) and shares["test"] == pytest.approx(0.25, abs=0.03)
+    held_out = {"benign": {"val": 46, "test": 76}, "harmful": {"val": 23, "test": 39}}  # only train ever grows
+    for name, records in (("benign", benign), ("harmful", harmful)):
+        assert {s: sum(r.split == s for r in records) for s in ("val", "test")} == held_out[name]
+        texts = {s: {r.prompt.lower() for r in records if r.split == s} for s in data.SPLITS}
+        assert not (texts["train"] & texts["val"]) and not (texts["train"] & texts["test"])
+        assert not (texts["val"] & texts["test"])
     test = data.load_prompt_set("harmful", "test")
     assert test and all(r.split == "test" for r in test)
     assert len(data.load_refusals()) >= 35
