@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +55,7 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
     with_prefill = guarded(harmful, AFFIRMATIVE_PREFILL)
     benign_rem = guarded(benign)
 
-    known = {f.name for f in fields(DetectorConfig)}
-    cfg = DetectorConfig(**{k: v for k, v in rem.meta.get("detector_config", {}).items() if k in known})
+    cfg = DetectorConfig.of(rem)
     cfg.model, cfg.layer = model, rem.layer
     test_pairs = load_pairs(adapter, cfg, ("test",))
     check, _ = pair_features(adapter, test_pairs, rem.soft_prompt(adapter.dtype, adapter.device), rem.layer)

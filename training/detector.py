@@ -26,7 +26,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,12 @@ class DetectorConfig:
     eval_llava: bool = False
     llava_per_file: int = 40
     command: str = ""  # the command line that ran this (recorded in reminder.json)
+
+    @classmethod
+    def of(cls, reminder: Reminder) -> DetectorConfig:
+        """The settings the reminder's detector was fitted with (``detector_config`` in its metadata)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known})
 
 
 @dataclass

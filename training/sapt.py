@@ -34,7 +34,7 @@ import shlex
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -230,8 +230,7 @@ def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
 
     The detector's own settings (layer, data caps, cuts, ``max_fpr``) come from the reminder's ``detector_config``.
     """
-    known = {f.name for f in fields(DetectorConfig)}
-    det_cfg = DetectorConfig(**{k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known})
+    det_cfg = DetectorConfig.of(reminder)
     det_cfg.cache = cfg.cache or det_cfg.cache
     soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
     if cfg.refit == "detector":
