@@ -1,0 +1,49 @@
+"""How the threshold trades benign for harmful firing: a reminder's checks over whole validation generations.
+
+    python -m benchmarks.calibration --model embedded --reminder checkpoints/embedded [--allow 3]
+
+Reads every validation response at each check point, as :func:`training.detector.calibrate` does, and prints the
+highest benign peak scores and, for 0..``allow`` benign generations allowed to fire, the lowest such threshold and the
+share of each kind of generation that would fire at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from reminder import Reminder, load_model
+from training.detector import DetectorConfig, check_pairs, pair_features, probe_scores
+from training.examples import labelled_responses
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--reminder", default="checkpoints/embedded")
+    ap.add_argument("--allow", type=int, default=3, help="most benign validation generations allowed to fire")
+    a = ap.parse_args(argv)
+    adapter = load_model(a.model)
+    rem = Reminder.load(a.reminder, adapter)
+    tokens = DetectorConfig.of(rem).max_new_tokens
+    gens = labelled_responses(adapter, "val", tokens, progress=False)
+    per = [check_pairs(adapter, r.prompt, pre, resp, u, rem.interval, tokens) for r, pre, resp, u in gens]
+    check, _ = pair_features(adapter, [p for ps in per for p in ps], rem.soft_prompt(adapter.dtype, adapter.device),
+                             rem.layer)
+    scores, peaks, i = probe_scores(rem.detector.cpu(), check), [], 0
+    for ps in per:
+        peaks.append(float(scores[i:i + len(ps)].max()) if ps else 0.0)
+        i += len(ps)
+    peak = np.array(peaks)
+    kind = np.array(["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens])
+    benign = np.sort(peak[kind == "benign"])[::-1]
+    print("highest benign peaks:", np.round(benign[:a.allow + 2], 5).tolist())
+    for k in range(a.allow + 1):
+        t = float(np.nextafter(benign[k], 1.0))  # just above the (k+1)-th highest benign peak: k benign fire
+        fired = {str(name): round(float(np.mean(peak[kind == name] >= t)), 3) for name in dict.fromkeys(kind)}
+        print(f"{k} benign allowed: threshold {t:.5f}, fired {fired}")
+
+
+if __name__ == "__main__":
+    main()
