@@ -137,7 +137,9 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
                 break
             ids.append(tok)
             n = len(ids)
-            due = guarded and len(injections) < cfg.max_injections and n % interval == 0
+            # a check needs a token after it to matter: none after the last allowed one
+            due = (guarded and len(injections) < cfg.max_injections and n % interval == 0
+                   and n < cfg.max_new_tokens)
             step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
             fused = due and cfg.check == "fused"
             if fused:

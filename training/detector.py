@@ -92,10 +92,12 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
 
 def check_pairs(adapter, prompt: str, prefill: str, response: str, unsafe: int, interval: int,
                 max_new_tokens: int) -> list[Pair]:
-    """The partial responses guarded generation checks while it produces ``response``: one per ``interval`` tokens."""
+    """The partial responses guarded generation checks while it produces ``response``: one per ``interval`` tokens
+    (none after the ``max_new_tokens``-th token, where a reminder could change nothing)."""
     ids = adapter.tokens(response[len(prefill):])[0].tolist()[:max_new_tokens]
-    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe)
-            for k in range(interval, len(ids) + 1, interval)]
+    last = min(len(ids), max_new_tokens - 1)
+    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe, adapter.tokenizer.decode(ids[k:]))
+            for k in range(interval, last + 1, interval)]
 
 
 def calibrate(adapter, detector: Detector, soft: torch.Tensor, cfg: DetectorConfig, interval: int,
