@@ -2,9 +2,9 @@
 
     python -m benchmarks.calibration --model embedded --reminder checkpoints/embedded [--allow 3]
 
-Reads every validation response at each check point, as :func:`training.detector.calibrate` does, and prints the
-highest benign peak scores and, for 0..``allow`` benign generations allowed to fire, the lowest such threshold and the
-share of each kind of generation that would fire at it.
+Reads every validation response at each check point and combines the checks as the reminder's gate does (as
+:func:`training.detector.calibrate` does), then prints the highest benign peak scores and, for 0..``allow`` benign
+generations allowed to fire, the lowest such threshold and the share of each kind of generation that fires at it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import argparse
 import numpy as np
 
 from reminder import Reminder, load_model
-from training.detector import DetectorConfig, check_pairs, pair_features, probe_scores
-from training.examples import labelled_responses
+from training.detector import DetectorConfig, generation_checks, generation_peaks
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,17 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     adapter = load_model(a.model)
     rem = Reminder.load(a.reminder, adapter)
-    tokens = DetectorConfig.of(rem).max_new_tokens
-    gens = labelled_responses(adapter, "val", tokens, progress=False)
-    per = [check_pairs(adapter, r.prompt, pre, resp, u, rem.interval, tokens) for r, pre, resp, u in gens]
-    check, _ = pair_features(adapter, [p for ps in per for p in ps], rem.soft_prompt(adapter.dtype, adapter.device),
-                             rem.layer)
-    scores, peaks, i = probe_scores(rem.detector.cpu(), check), [], 0
-    for ps in per:
-        peaks.append(float(scores[i:i + len(ps)].max()) if ps else 0.0)
-        i += len(ps)
-    peak = np.array(peaks)
-    kind = np.array(["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens])
+    cfg = DetectorConfig.of(rem)
+    cfg.max_per_split = {}
+    checks = generation_checks(adapter, rem.soft_prompt(adapter.dtype, adapter.device), cfg, rem.interval, rem.layer)
+    peak, kind = generation_peaks(checks, rem.detector.cpu(), rem.aggregate), checks.kind
     benign = np.sort(peak[kind == "benign"])[::-1]
     print("highest benign peaks:", np.round(benign[:a.allow + 2], 5).tolist())
     for k in range(a.allow + 1):

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .detector import Detector
+from .detector import AGGREGATES, Detector
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 
 FILES = ("soft_prompt.safetensors", "adapter_config.json", "detector.safetensors", "reminder.json")
@@ -48,6 +48,7 @@ class Reminder:
     layer: int = -1
     interval: int = 16
     threshold: float = 0.5
+    aggregate: str = "last"  # how checks combine into the gate's score (reminder.detector.gate)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +81,8 @@ class Reminder:
             probes.update(self.token_detector.tensors("token"))
         save_file({k: v.cpu() for k, v in probes.items()}, tmp / "detector.safetensors")
         info = {"model": self.model, "hidden_size": self.hidden_size, "n_tokens": self.soft_prompt.n_tokens,
-                "layer": self.layer, "interval": self.interval, "threshold": self.threshold, **self.meta}
+                "layer": self.layer, "interval": self.interval, "threshold": self.threshold,
+                "aggregate": self.aggregate, **self.meta}
         (tmp / "reminder.json").write_text(json.dumps(info, indent=2, default=str))
 
     @classmethod
@@ -107,7 +109,10 @@ class Reminder:
             raise ReminderError(f"{folder}/detector.safetensors has no 'check' probe")
         if detector.hidden_size != prompt.shape[-1]:
             raise ReminderError(f"{folder}: detector and soft prompt disagree on the hidden size")
-        core = {k: info.pop(k) for k in ("model", "layer", "interval", "threshold") if k in info}
+        core = {k: info.pop(k) for k in ("model", "layer", "interval", "threshold", "aggregate") if k in info}
+        if core.get("aggregate", "last") not in AGGREGATES:
+            raise ReminderError(f"{folder}: unknown gate aggregate {core['aggregate']!r} "
+                                f"(known: {', '.join(AGGREGATES)})")
         for k in ("hidden_size", "n_tokens"):
             info.pop(k, None)
         rem = cls(SoftPrompt(prompt), detector, Detector.from_tensors(probes, "token"), meta=info, **core)

@@ -10,6 +10,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+AGGREGATES = ("last", "mean")
+
+
+def gate(logits: torch.Tensor, aggregate: str = "last") -> torch.Tensor:
+    """The score each check compares with the threshold, from the check log-odds so far: [K] -> P [K].
+
+    ``last``: each check on its own (the paper). ``mean``: the mean log-odds of all checks up to this one, so a
+    generation has to stay suspicious to fire and one odd check on a benign answer is outvoted by its others.
+    """
+    if aggregate == "last":
+        return torch.sigmoid(logits)
+    if aggregate == "mean":
+        return torch.sigmoid(torch.cumsum(logits, 0) / torch.arange(1, len(logits) + 1, device=logits.device))
+    raise ValueError(f"unknown gate aggregate {aggregate!r} (choose from {', '.join(AGGREGATES)})")
+
 
 class Detector(nn.Module):
     """Probe over hidden states [..., d] -> P(unsafe) [...]."""

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import Reminder
+from .detector import gate
 from .models.base import Encoded, Prompt, VLMAdapter
 
 
@@ -56,7 +57,7 @@ class TokenEvent:
 
 @dataclass
 class CheckEvent:
-    """A reminder check after ``at`` generated tokens."""
+    """A reminder check after ``at`` generated tokens; ``p_unsafe`` is the gate's score (see ``Reminder.aggregate``)."""
 
     at: int
     p_unsafe: float
@@ -121,6 +122,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
     pieces: list[str] = []
     scores: list[float] | None = [] if reminder else None
     checks: list[CheckEvent] = []
+    check_logits: list[float] = []  # every check's log-odds, combined by the reminder's gate
     injections: list[int] = []
     decoded = ""
 
@@ -159,16 +161,18 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
 
             soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
             if cfg.check == "fused":
-                p, soft_last = float(reminder.detector(hid[0, -1])), last[:, -1]
+                h_check, soft_last = hid[0, -1], last[:, -1]
             elif cfg.check == "separate":
                 last_s, h_s = adapter.forward(soft, adapter.positions(past + 1 + delta, soft.shape[1]), cache, layer)
-                p, soft_last = float(reminder.detector(h_s[0, -1])), last_s[:, -1]
+                h_check, soft_last = h_s[0, -1], last_s[:, -1]
             else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
                 gen_emb = adapter.embed(torch.tensor([ids], device=adapter.device))
                 full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
                 pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
                 _, h_full = adapter.forward(full, pos, None, layer)
-                p = float(reminder.detector(h_full[0, -1]))
+                h_check = h_full[0, -1]
+            check_logits.append(float(reminder.detector.logit(h_check)))
+            p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
             fired = p >= threshold
             checks.append(CheckEvent(n, p, fired))
             yield checks[-1]

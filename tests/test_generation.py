@@ -44,6 +44,22 @@ def test_never_firing_guard_is_token_identical_embedded(embedded):
     assert guarded.token_ids == plain.token_ids and len(guarded.checks) == 2  # at 16 and 32, not 48
 
 
+def test_mean_gate_averages_the_check_log_odds(tiny_models):
+    """aggregate="mean": each check's score is the sigmoid of the mean log-odds of the checks so far."""
+    adapter = tiny_models["idefics3"]
+    rem = random_reminder(adapter, interval=4, threshold=1.01)
+    each = generate(adapter, "Tell me a story.", reminder=rem, max_new_tokens=24)
+    rem.aggregate = "mean"
+    mean = generate(adapter, "Tell me a story.", reminder=rem, max_new_tokens=24)
+    logits = torch.logit(torch.tensor([c.p_unsafe for c in each.checks], dtype=torch.float64))
+    expect = torch.sigmoid(torch.cumsum(logits, 0) / torch.arange(1, len(logits) + 1))
+    assert [c.at for c in mean.checks] == [c.at for c in each.checks] == [4, 8, 12, 16, 20]
+    assert torch.allclose(torch.tensor([c.p_unsafe for c in mean.checks], dtype=torch.float64), expect, atol=1e-6)
+    rem.threshold = float(expect[2]) - 1e-6  # the third check's mean reaches it: fires there, not before
+    fired = generate(adapter, "Tell me a story.", reminder=rem, max_new_tokens=24)
+    assert fired.injections[:1] == [next(c.at for c, e in zip(each.checks, expect, strict=True) if e >= rem.threshold)]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_injection_matches_encoding_from_scratch(tiny_models, family):
     """After an injection, next-token logits equal those of prompt + generated + soft prompt encoded at once."""

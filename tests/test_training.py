@@ -54,16 +54,19 @@ def test_greedy_batch_matches_generate(tiny) -> None:
 def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
     root, result = fitted
     m = result.metrics
-    # harmful prompts answered twice (after the prefill and unprompted; the random model never refuses)
-    assert m["pairs"] == {"train": 9 * 3, "val": 6, "test": 6}  # three cuts per training response
+    # harmful prompts answered twice (after the prefill and unprompted; the random model never refuses); training
+    # responses (6 tokens) cut where generation checks: after tokens 2 and 4, none after the last one
+    assert m["pairs"] == {"train": 9 * 2, "val": 6, "test": 6}
+    assert [r["c"] for r in m["c_search"]] == list(detector.DetectorConfig.c) and m["c"] in detector.DetectorConfig.c
     assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 6
     assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 6
     assert (root / "responses.jsonl").read_text().count("\n") == 21  # 7 harmful x 2 + 7 benign prompts, cached
     cal = m["calibration"]  # every validation generation read at each check point (every 2 of its <= 6 tokens)
     assert cal["generations"] == {"harmful": 2, "harmful+prefill": 2, "benign": 2}
-    assert 0 < cal["checks"] <= 6 * 3 and cal["fired"]["benign"] <= 0.5  # max_fpr holds on validation
-    assert result.reminder.interval == 2
+    assert cal["checks"] == 6 * 2 and cal["fired"]["benign"] <= 0.5  # max_fpr holds on validation
+    assert result.reminder.interval == 2 and cal["aggregate"] == "mean"
     rem = Reminder.load(root / "rem", tiny)
+    assert rem.aggregate == "mean"
     assert rem.token_detector is not None and rem.threshold == pytest.approx(result.reminder.threshold)
     h = torch.randn(3, tiny.hidden_size)
     assert torch.allclose(rem.detector(h), result.reminder.detector(h))
@@ -132,7 +135,7 @@ def test_sapt_calibrates_again_through_trained_prompt(tiny, fitted, mode) -> Non
     rem = Reminder.load(folder, tiny)
     m = rem.meta["sapt_refit"]
     assert m == {"mode": mode, **result.metrics}
-    assert rem.threshold == pytest.approx(m["threshold"]) and m["calibration"]["interval"] == before.interval
+    assert rem.threshold == pytest.approx(m["threshold"]) and m["calibration"]["aggregate"] == before.aggregate
     h = torch.randn(2, tiny.hidden_size)  # "detector": a new probe, fitted on features read through the trained prompt
     assert torch.allclose(rem.detector(h), before.detector(h)) == (mode == "threshold")
 

@@ -4,18 +4,22 @@
 
 Harmful pairs: the project's harmful prompts with the model's own compliant answers (greedy, 96 tokens), one forced
 by the AdvBench-style prefill "Sure, here is" and one unprompted (kept only where it does not refuse); benign pairs:
-the model's own answers to benign prompts. Each response is cut at a random word boundary (about a third empty).
-Two probes (standardise, optional PCA, L2 logistic regression, scikit-learn) are fitted on the train split:
+the model's own answers to benign prompts. Training responses are cut where guarded generation checks them (every
+``interval`` tokens; ``--cuts random``: at random word boundaries, about a third empty), validation and test
+responses at one random word boundary. Two probes (standardise, optional PCA, L2 logistic regression,
+scikit-learn) are fitted on the train split:
 
 * ``check``: the chosen layer's state at the last soft-prompt token, with the soft prompt appended after the
   partial response inside the assistant turn (what guarded generation reads every ``interval`` tokens);
 * ``token``: the state at the last response token without the soft prompt (per-token scores).
 
-The threshold is calibrated on whole validation generations: every validation response is read at each check point
-(every ``interval`` tokens), and the threshold maximises the share of harmful generations on which some check fires
-while at most ``max_fpr`` of benign generations fire (a benign answer is checked several times, so a per-check false
-positive rate would understate how often the reminder interrupts it). Pair-level AUROC and the confusion matrix are
-reported on the validation and test splits. Everything is saved as safetensors through :meth:`Reminder.save`.
+The threshold is calibrated on whole validation generations: every validation response is read at each check point,
+the checks are combined as the gate will combine them (``--aggregate mean``: the running mean of their log-odds),
+and the threshold maximises the share of harmful generations that fire while at most ``max_fpr`` of benign
+generations fire (a benign answer is checked several times, so a per-check false positive rate would understate
+how often the reminder interrupts it). The L2 strength is chosen the same way, on validation generations, among
+``--c``. Pair-level AUROC and the confusion matrix are reported on the validation and test splits. Everything is
+saved as safetensors through :meth:`Reminder.save`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 
 from reminder import Detector, Reminder, SoftPrompt, load_model
 from reminder.data import load_responses
+from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
 from .examples import Pair, cut_response, labelled_responses, soft_batch
@@ -47,12 +52,14 @@ class DetectorConfig:
     out: str = "checkpoints/embedded"
     layer: int = -1
     n_components: int = 0  # 0: the full standardised state; k: PCA to k dimensions first (the paper uses 4)
-    c: float = 0.1  # inverse L2 strength of the logistic regression
-    max_fpr: float = 0.02  # threshold: best TPR - FPR on validation with FPR <= this
+    c: tuple[float, ...] = (0.001, 0.003, 0.01)  # inverse L2 strengths tried; validation picks one
+    max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
+    aggregate: str = "mean"  # how a generation's checks combine (reminder.detector.gate)
+    cuts: str = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
-    train_cuts: int = 3  # partial responses cut from each training response (validation and test: one)
+    train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
     seed: int = 0
     cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)
@@ -61,6 +68,9 @@ class DetectorConfig:
     eval_llava: bool = False
     llava_per_file: int = 40
     command: str = ""  # the command line that ran this (recorded in reminder.json)
+
+    def __post_init__(self):
+        self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
@@ -77,13 +87,20 @@ class DetectorResult:
 
 
 def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> list[Pair]:
-    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, the responses cached."""
+    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, the responses cached.
+
+    Training responses are cut where guarded generation checks them (``cfg.cuts == "checks"``) or at
+    ``cfg.train_cuts`` random word boundaries; validation and test responses at one random word boundary each.
+    """
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
     for split in splits:
         cap = cfg.max_per_split.get(split)
-        for rec, _, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap,
-                                                       "benign": cap}, cfg.cache):
+        for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens,
+                                                             {"harmful": cap, "benign": cap}, cfg.cache):
+            if split == "train" and cfg.cuts == "checks":
+                pairs += check_pairs(adapter, rec.prompt, prefill, resp, unsafe, cfg.interval, cfg.max_new_tokens)
+                continue
             for _ in range(cfg.train_cuts if split == "train" else 1):
                 partial, rest = cut_response(resp, rng)
                 pairs.append(Pair(rec.prompt, partial, unsafe, rest, split))
@@ -100,51 +117,86 @@ def check_pairs(adapter, prompt: str, prefill: str, response: str, unsafe: int, 
             for k in range(interval, last + 1, interval)]
 
 
-def calibrate(adapter, detector: Detector, soft: torch.Tensor, cfg: DetectorConfig, interval: int,
-              layer: int = -1) -> tuple[float, dict]:
-    """Choose the threshold on whole validation generations, the way guarded generation will use it.
+@dataclass
+class GenerationChecks:
+    """Validation generations read at every check point: ``feats`` [N, d] (one row per check), ``gen`` [N] (the
+    generation each check belongs to), ``unsafe`` and ``kind`` [G] per generation."""
 
-    Each validation response (``cfg.max_new_tokens`` tokens) is read at every check point; a generation fires when
-    any of its checks reaches the threshold. The threshold maximises the harmful firing rate with at most
-    ``cfg.max_fpr`` of benign generations firing. Returns (threshold, per-set firing rates on validation).
-    """
-    cap = cfg.max_per_split.get("val")
-    gens = labelled_responses(adapter, "val", cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
+    feats: torch.Tensor
+    gen: np.ndarray
+    unsafe: np.ndarray
+    kind: np.ndarray
+
+
+def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
+                      split: str = "val") -> GenerationChecks:
+    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point."""
+    cap = cfg.max_per_split.get(split)
+    gens = labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
     per_gen = [check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
                for rec, prefill, resp, unsafe in gens]
-    flat = [p for ps in per_gen for p in ps]
-    check, _ = pair_features(adapter, flat, soft, layer, cfg.batch_size)
-    scores = probe_scores(detector, check)
-    peaks, i = [], 0
-    for ps in per_gen:
-        peaks.append(float(scores[i:i + len(ps)].max()) if ps else 0.0)  # no check point: never fires
-        i += len(ps)
-    peak, y = np.array(peaks), np.array([g[3] for g in gens])
-    threshold = choose_threshold(peak, y, cfg.max_fpr)
-    kind = np.array(["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens])
-    fired = {k: float(np.mean(peak[kind == k] >= threshold)) for k in ("harmful", "harmful+prefill", "benign")
-             if (kind == k).any()}
-    return threshold, {"generations": {k: int((kind == k).sum()) for k in fired}, "checks": len(flat),
-                       "fired": fired, "tokens": cfg.max_new_tokens, "interval": interval}
+    feats, _ = pair_features(adapter, [p for ps in per_gen for p in ps], soft, layer, cfg.batch_size)
+    kind = ["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens]
+    return GenerationChecks(feats, np.repeat(np.arange(len(gens)), [len(ps) for ps in per_gen]),
+                            np.array([g[3] for g in gens]), np.array(kind))
+
+
+def generation_peaks(checks: GenerationChecks, detector: Detector, aggregate: str) -> np.ndarray:
+    """Each generation's highest gate score over its checks [G] (0 for one too short to be checked)."""
+    with torch.no_grad():
+        logits = detector.logit(checks.feats)
+    peak = np.zeros(len(checks.unsafe))
+    for g in np.unique(checks.gen):
+        peak[g] = float(gate(logits[torch.from_numpy(checks.gen == g)], aggregate).max())
+    return peak
+
+
+def calibrate(checks: GenerationChecks, detector: Detector, aggregate: str, max_fpr: float) -> tuple[float, dict]:
+    """Choose the threshold on whole generations, the way guarded generation will use it.
+
+    A generation fires when the gate's score (:func:`reminder.detector.gate` over its checks so far) reaches the
+    threshold at any check. The threshold maximises the harmful firing rate with at most ``max_fpr`` of benign
+    generations firing. Returns (threshold, per-kind firing rates).
+    """
+    peak = generation_peaks(checks, detector, aggregate)
+    threshold = choose_threshold(peak, checks.unsafe, max_fpr)
+    fired = {k: float(np.mean(peak[checks.kind == k] >= threshold)) for k in ("harmful", "harmful+prefill", "benign")
+             if (checks.kind == k).any()}
+    return threshold, {"generations": {k: int((checks.kind == k).sum()) for k in fired},
+                       "checks": len(checks.gen), "fired": fired, "aggregate": aggregate}
 
 
 def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) -> tuple[dict[str, Detector], float,
                                                                                       dict]:
-    """Fit the check and token probes on pairs read through ``soft`` [1, n, d], then calibrate the threshold.
+    """Fit the check and token probes on pairs read through ``soft`` [1, n, d] and calibrate the threshold.
 
-    Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion matrices on the
-    validation and test splits and the generation-level calibration).
+    One check probe per inverse L2 strength in ``cfg.c``; the one that fires on the most harmful validation
+    generations (at ``cfg.max_fpr`` of benign ones, ties to the higher pair AUROC) is kept, and the token probe
+    uses its strength. Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion
+    matrices on the validation and test splits, the search and the generation-level calibration).
     """
     pairs = load_pairs(adapter, cfg)
     check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
     y = np.array([p.unsafe for p in pairs])
     split = np.array([p.split for p in pairs])
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
-    detectors = {name: fit_probe(f.numpy()[tr], y[tr], cfg.n_components, cfg.c, cfg.seed)
-                 for name, f in (("check", check), ("token", token))}
-    threshold, calibration = calibrate(adapter, detectors["check"], soft, cfg, interval, cfg.layer)
-    metrics = {"threshold": threshold, "pairs": {s: int((split == s).sum()) for s in ("train", "val", "test")},
-               "calibration": calibration}
+    gens = generation_checks(adapter, soft, cfg, interval, cfg.layer)
+    search = []
+    for c in cfg.c:
+        probe = fit_probe(check.numpy()[tr], y[tr], cfg.n_components, c, cfg.seed)
+        threshold, calibration = calibrate(gens, probe, cfg.aggregate, cfg.max_fpr)
+        harmful = [v for k, v in calibration["fired"].items() if k != "benign"]
+        auroc = scores_report(probe_scores(probe, check[va]), y[va], threshold)["auroc"]
+        search.append({"c": c, "harmful_fired": float(np.mean(harmful)), "val_auroc": auroc,
+                       "probe": probe, "threshold": threshold, "calibration": calibration})
+    best = max(search, key=lambda r: (r["harmful_fired"], r["val_auroc"] or 0.0))
+    detectors = {"check": best["probe"],
+                 "token": fit_probe(token.numpy()[tr], y[tr], cfg.n_components, best["c"], cfg.seed)}
+    threshold = best["threshold"]
+    metrics = {"threshold": threshold, "c": best["c"],
+               "c_search": [{k: r[k] for k in ("c", "harmful_fired", "val_auroc")} for r in search],
+               "pairs": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+               "calibration": best["calibration"]}
     for name, feats in (("check", check), ("token", token)):
         d = detectors[name]
         t = threshold if name == "check" else choose_threshold(probe_scores(d, feats[va]), y[va], cfg.max_fpr)
@@ -234,7 +286,7 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     meta = {"init_text": cfg.init_text, "detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
             "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
-                   interval=cfg.interval, threshold=threshold, meta=meta)
+                   interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
     return DetectorResult(rem, metrics, folder)
 
@@ -265,21 +317,27 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--out", default="checkpoints/embedded")
     ap.add_argument("--layer", type=int, default=-1)
     ap.add_argument("--n-components", type=int, default=0)
-    ap.add_argument("--c", type=float, default=0.1, help="inverse L2 strength")
+    ap.add_argument("--c", type=float, nargs="+", default=list(DetectorConfig.c),
+                    help="inverse L2 strengths to try (validation picks one)")
+    ap.add_argument("--aggregate", choices=AGGREGATES, default=DetectorConfig.aggregate,
+                    help="gate: each check alone (last, the paper) or the mean log-odds of the checks so far")
+    ap.add_argument("--cuts", choices=("checks", "random"), default=DetectorConfig.cuts,
+                    help="training partials: at the check points, or at random word boundaries")
     ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
     ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
     ap.add_argument("--max-val", type=int)
     ap.add_argument("--max-test", type=int)
-    ap.add_argument("--train-cuts", type=int, default=3, help="partial responses per training response")
+    ap.add_argument("--train-cuts", type=int, default=3, help="with --cuts random: partials per training response")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
     ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
     a = ap.parse_args(argv)
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
-    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, a.c, a.max_fpr, max_new_tokens=a.max_new_tokens,
+    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate, a.cuts,
+                         max_new_tokens=a.max_new_tokens,
                          interval=a.interval, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava)

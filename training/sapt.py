@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
-from .detector import DetectorConfig, calibrate, fit
+from .detector import DetectorConfig, calibrate, fit, generation_checks
 from .examples import Pair, cut_response, labelled_responses, soft_batch
 from .state import load_state, save_state
 
@@ -238,8 +238,8 @@ def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
         reminder.detector, reminder.token_detector = detectors["check"], detectors["token"]
         reminder.meta["detector_metrics"] = metrics
     else:
-        threshold, calibration = calibrate(adapter, reminder.detector.to(adapter.device), soft, det_cfg,
-                                           reminder.interval, reminder.layer)
+        checks = generation_checks(adapter, soft, det_cfg, reminder.interval, reminder.layer)
+        threshold, calibration = calibrate(checks, reminder.detector.cpu(), reminder.aggregate, det_cfg.max_fpr)
         metrics = {"threshold": threshold, "calibration": calibration}
     reminder.threshold = threshold
     reminder.meta["sapt_refit"] = {"mode": cfg.refit, **metrics}
