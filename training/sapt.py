@@ -2,8 +2,9 @@
 
     python -m training.sapt --model embedded --out checkpoints/embedded [--resume] [--epochs 2] [--lr 1e-2]
 
-Each training example is a prompt plus the model's own response cut at a random word boundary (about a third empty,
-else at least ~20 characters), followed by the soft prompt:
+Each training example is a prompt plus the model's own response cut at one of the points where guarded generation
+checks it (every ``interval`` tokens, chosen at random; ``--cuts random``: at a random word boundary, about a third
+empty, else at least ~20 characters), followed by the soft prompt:
 
 * harmful: prompt + the start of a compliant answer (the model's own, after the prefill "Sure, here is" or unprompted
   where it complies) + soft prompt -> a refusal (refusals.json);
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
-from .detector import DetectorConfig, calibrate, fit, generation_checks
+from .detector import DetectorConfig, calibrate, check_pairs, fit, generation_checks
 from .examples import Pair, cut_response, labelled_responses, soft_batch
 from .state import load_state, save_state
 
@@ -65,7 +66,8 @@ class SaptConfig:
     max_harmful: int | None = None  # cap on train prompts per set
     max_benign: int | None = None
     max_val: int | None = None  # cap on validation prompts per set (evaluation and threshold)
-    min_chars: int = 20  # a non-empty partial response keeps at least this much
+    cuts: str = "checks"  # partials: at a random check point, or ("random") at a random word boundary
+    min_chars: int = 20  # with cuts="random": a non-empty partial response keeps at least this much
     max_new_tokens: int = 96  # of the cached model responses (shared with training.detector)
     max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
@@ -100,16 +102,21 @@ class Example:
     target: list[int]
 
 
-def build_examples(adapter, cfg: SaptConfig, split: str = "train") -> list[Example]:
-    """Harmful and benign examples of ``split`` (fixed by ``cfg.seed``), in a fixed order."""
+def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int = 16) -> list[Example]:
+    """Harmful and benign examples of ``split`` (fixed by ``cfg.seed``), in a fixed order; check points every
+    ``interval`` tokens (the reminder's)."""
     rng = random.Random(cfg.seed)
     refusals = load_refusals()
     eos = adapter.tokenizer.eos_token_id
     caps = ({"harmful": cfg.max_harmful, "benign": cfg.max_benign} if split == "train"
             else {"harmful": cfg.max_val, "benign": cfg.max_val})
     out: list[Example] = []
-    for rec, _, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False):
-        partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
+    for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False):
+        points = check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
+        if cfg.cuts == "checks" and points:
+            partial, rest = (p := rng.choice(points)).partial, p.rest
+        else:
+            partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
         if unsafe:
             text = (" " if partial else "") + rng.choice(refusals)
             target = adapter.tokens(text)[0].tolist() + [eos]
@@ -152,7 +159,7 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     adapter.model.to(accelerator.device).requires_grad_(False)
     reminder = Reminder.load(cfg.out, adapter)
     reminder.detector.to(accelerator.device)
-    examples = build_examples(adapter, cfg)
+    examples = build_examples(adapter, cfg, interval=reminder.interval)
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
@@ -214,7 +221,7 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
     """Mean validation loss and detector accuracy at 0.5 on the first ``eval_examples`` validation examples."""
     if not cfg.eval_examples:
         return {}
-    val = build_examples(adapter, cfg, "val")
+    val = build_examples(adapter, cfg, "val", reminder.interval)
     rng = random.Random(cfg.seed)
     val = rng.sample(val, min(cfg.eval_examples, len(val)))
     soft = reminder.soft_prompt(adapter.dtype, adapter.device)
@@ -276,11 +283,14 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
     ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    ap.add_argument("--cuts", choices=("checks", "random"), default=SaptConfig.cuts,
+                    help="cut responses at a random check point or at a random word boundary")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
                     help="after training: calibrate the threshold again, also refit the probes, or neither")
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
-                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, cache=a.cache, refit=a.refit)
+                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
+                     refit=a.refit)
     cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
