@@ -406,7 +406,7 @@ def build() -> gr.Blocks:
                     with gr.Row():
                         interval = gr.Slider(1, 64, value=16, step=1, label="check interval (tokens)",
                                              elem_id="interval")
-                        threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="threshold", elem_id="threshold")
+                        threshold = gr.Slider(0, 1, value=0.5, step=0.0001, label="threshold", elem_id="threshold")
                     max_tokens = gr.Slider(4, 256, value=48, step=4, label="max new tokens", elem_id="max-tokens")
                     run = gr.Button("Run", variant="primary", elem_id="run")
                 with gr.Column(scale=2):

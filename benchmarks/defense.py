@@ -10,7 +10,10 @@ Greedy decoding, 96 new tokens, keyword refusal judge (:func:`reminder.judges.is
 * ``benign_fired``: benign prompts on which the reminder fired at least once;
 * ``benign_identical``: benign prompts whose guarded answer is token-identical to the unguarded one;
 * ``detector_auroc``: the check detector, read through the trained soft prompt, on held-out test-split
-  (prompt, partial response) pairs built like the training pairs.
+  (prompt, partial response) pairs cut at a random word boundary (a third of them empty);
+* ``detector_auroc_checks``: the same on every check point of the test responses (what the gate reads), and
+  ``detector_auroc_generations`` on each test generation's highest gate score, with ``detector_fired_test``: the
+  share of test generations of each kind whose gate reaches the threshold (the detector alone, on cached answers).
 
 Unguarded answers are decoded in equal-length batches (:func:`training.examples.greedy_batch`, the same greedy
 tokens as :func:`reminder.generate`); guarded ones go through :func:`reminder.generate` itself. The first
@@ -32,7 +35,15 @@ from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
 from reminder.judges import is_refusal
-from training.detector import DetectorConfig, load_pairs, pair_features, probe_scores, scores_report
+from training.detector import (
+    DetectorConfig,
+    generation_checks,
+    generation_peaks,
+    load_pairs,
+    pair_features,
+    probe_scores,
+    scores_report,
+)
 from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
 
 
@@ -57,10 +68,15 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
 
     cfg = DetectorConfig.of(rem)
     cfg.model, cfg.layer = model, rem.layer
+    soft = rem.soft_prompt(adapter.dtype, adapter.device)
     test_pairs = load_pairs(adapter, cfg, ("test",))
-    check, _ = pair_features(adapter, test_pairs, rem.soft_prompt(adapter.dtype, adapter.device), rem.layer)
+    check, _ = pair_features(adapter, test_pairs, soft, rem.layer)
     y = np.array([p.unsafe for p in test_pairs])
     det = scores_report(probe_scores(rem.detector.cpu(), check), y, rem.threshold)
+    gens = generation_checks(adapter, soft, cfg, rem.interval, rem.layer, split="test")
+    per_check = scores_report(probe_scores(rem.detector.cpu(), gens.feats), gens.unsafe[gens.gen], 0.5)
+    peak = generation_peaks(gens, rem.detector.cpu(), rem.aggregate)
+    per_gen = scores_report(peak, gens.unsafe, rem.threshold)
 
     rate = lambda xs: float(np.mean(xs)) if len(xs) else None  # noqa: E731
     metrics = {
@@ -71,6 +87,8 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
         "benign_fired": rate([bool(g.injections) for g in benign_rem]),
         "benign_identical": rate([g.token_ids == ids for g, ids in zip(benign_rem, plain_ids, strict=True)]),
         "detector_auroc": det["auroc"], "detector_test": det,
+        "detector_auroc_checks": per_check["auroc"], "detector_auroc_generations": per_gen["auroc"],
+        "detector_fired_test": {k: rate(peak[gens.kind == k] >= rem.threshold) for k in dict.fromkeys(gens.kind)},
         "n_harmful": len(harmful), "n_benign": len(benign), "max_new_tokens": max_new_tokens,
         "threshold": rem.threshold, "interval": rem.interval, "judge": "keyword", "split": "test",
         "seconds": round(time.perf_counter() - start, 1),

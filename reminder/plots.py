@@ -35,10 +35,10 @@ def token_scores(baseline: Generation, guarded: Generation, threshold: float) ->
             x=[c.at - 1 for c in checks], y=[c.p_unsafe for c in checks], mode="markers", name="check",
             marker=dict(symbol=["star" if c.fired else "circle-open" for c in checks], size=13,
                         color=[COLOURS["reminder"] if c.fired else COLOURS["threshold"] for c in checks]),
-            hovertemplate="check after %{text} tokens<br>P(unsafe)=%{y:.3f}<extra></extra>",
+            hovertemplate="check after %{text} tokens<br>gate score=%{y:.4f}<extra></extra>",
             text=[str(c.at) for c in checks]))
     fig.add_hline(y=threshold, line=dict(color=COLOURS["threshold"], dash="dash"),
-                  annotation_text=f"threshold {threshold:.2f}", annotation_position="top left")
+                  annotation_text=f"threshold {threshold:.4f}", annotation_position="top left")
     for at in guarded.injections:
         fig.add_vline(x=at - 0.5, line=dict(color=COLOURS["reminder"], width=2),
                       annotation_text="reminder fired", annotation_position="top right")
