@@ -41,7 +41,7 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import Pair, cut_response, labelled_responses, soft_batch
+from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -181,9 +181,9 @@ def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) ->
     split = np.array([p.split for p in pairs])
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
     gens = generation_checks(adapter, soft, cfg, interval, cfg.layer)
-    search = []
+    x_train, search = check.numpy()[tr], []
     for c in cfg.c:
-        probe = fit_probe(check.numpy()[tr], y[tr], cfg.n_components, c, cfg.seed)
+        probe = fit_probe(x_train, y[tr], cfg.n_components, c, cfg.seed)
         threshold, calibration = calibrate(gens, probe, cfg.aggregate, cfg.max_fpr)
         harmful = [v for k, v in calibration["fired"].items() if k != "benign"]
         auroc = scores_report(probe_scores(probe, check[va]), y[va], threshold)["auroc"]
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                     help="inverse L2 strengths to try (validation picks one)")
     ap.add_argument("--aggregate", choices=AGGREGATES, default=DetectorConfig.aggregate,
                     help="gate: each check alone (last, the paper) or the mean log-odds of the checks so far")
-    ap.add_argument("--cuts", choices=("checks", "random"), default=DetectorConfig.cuts,
+    ap.add_argument("--cuts", choices=CUTS, default=DetectorConfig.cuts,
                     help="training partials: at the check points, or at random word boundaries")
     ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")

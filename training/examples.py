@@ -25,6 +25,7 @@ from reminder.judges import is_refusal
 from reminder.models.embedded import reminder_home
 
 AFFIRMATIVE_PREFILL = "Sure, here is"
+CUTS = ("checks", "random")  # where responses are cut: at guarded generation's check points, or at a random word
 
 
 @dataclass

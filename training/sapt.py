@@ -47,7 +47,7 @@ from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
 from .detector import DetectorConfig, calibrate, check_pairs, fit, generation_checks
-from .examples import Pair, cut_response, labelled_responses, soft_batch
+from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
 from .state import load_state, save_state
 
 
@@ -112,8 +112,9 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
             else {"harmful": cfg.max_val, "benign": cfg.max_val})
     out: list[Example] = []
     for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False):
-        points = check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
-        if cfg.cuts == "checks" and points:
+        points = (check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
+                  if cfg.cuts == "checks" else [])
+        if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest
         else:
             partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
     ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
-    ap.add_argument("--cuts", choices=("checks", "random"), default=SaptConfig.cuts,
+    ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
                     help="cut responses at a random check point or at a random word boundary")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
                     help="after training: calibrate the threshold again, also refit the probes, or neither")
