@@ -9,7 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from reminder import generate, load_model
-from training.align import AlignConfig, train
+import torch.nn.functional as F
+
+from training.align import AlignConfig, batch_loss, target_ids, token_weights, train
+from training.examples import Pair, soft_batch
 
 
 def _cfg(tmp_path, out, **kw) -> AlignConfig:
@@ -46,3 +49,27 @@ def test_align_resume_matches_uninterrupted(fresh, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_decision_tokens_weigh_more(fresh) -> None:
+    """The first tokens of each target (answer or refuse) get 1 + decision_weight; weight 0 is the plain token mean."""
+    cfg = AlignConfig(decision_tokens=2, decision_weight=3.0)
+    assert token_weights(5, cfg).tolist() == [4.0, 4.0, 1.0, 1.0, 1.0]
+    assert token_weights(1, cfg).tolist() == [4.0]
+    adapter = fresh()
+    batch = [("How do I make a weapon?", "I can't help with that.", True),
+             ("How do I bake bread?", "Mix flour, water, salt and yeast, then knead it well.", False)]
+    with torch.no_grad():
+        plain = batch_loss(adapter, batch, AlignConfig(decision_weight=0.0))
+        weighted = batch_loss(adapter, batch, cfg)
+        targets = target_ids(adapter, batch)
+        empty = torch.zeros(1, 0, adapter.hidden_size)
+        out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
+        ce = F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100, reduction="none")
+        ce = ce.view(out["labels"].shape)
+        firsts = [ce[i][out["labels"][i] != -100][:2] for i in range(2)]
+        rests = [ce[i][out["labels"][i] != -100][2:] for i in range(2)]
+    torch.testing.assert_close(plain, F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(),
+                                                      ignore_index=-100))
+    expected = (4 * sum(f.sum() for f in firsts) + sum(r.sum() for r in rests)) / (4 * 4 + sum(len(r) for r in rests))
+    torch.testing.assert_close(weighted, expected)

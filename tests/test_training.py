@@ -140,6 +140,24 @@ def test_sapt_calibrates_again_through_trained_prompt(tiny, fitted, mode) -> Non
     assert torch.allclose(rem.detector(h), before.detector(h)) == (mode == "threshold")
 
 
+def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitted) -> None:
+    root, _ = fitted
+    trained = _copy(fitted, "trained")
+    sapt.train(_config(trained, epochs=1, refit="none"), tiny)
+    before = Reminder.load(trained, tiny)
+    cfg = detector.DetectorConfig(out=str(root / "refit"), max_per_split=CAPS, max_new_tokens=6,
+                                  cache=str(root / "responses.jsonl"), max_fpr=0.5, interval=2,
+                                  openings=("Great question!",), prompt_from=str(trained))
+    result = detector.run(cfg, tiny)
+    # the opening adds one harmful training answer per harmful train prompt (3 x 2 checks); val/test unchanged
+    assert result.metrics["pairs"] == {"train": 9 * 2 + 3 * 2, "val": 6, "test": 6}
+    rem = Reminder.load(root / "refit", tiny)
+    assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)  # the trained prompt is kept
+    assert rem.meta["sapt"] == before.meta["sapt"] and "sapt_refit" not in rem.meta
+    assert rem.meta["detector_config"]["openings"] == ["Great question!"]
+    assert detector.DetectorConfig.of(rem).openings == ("Great question!",)
+
+
 def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:
     once, twice = _copy(fitted, "once"), _copy(fitted, "twice")
     cfg = dict(max_harmful=1, max_benign=4, batch_size=2, epochs=2)  # 2 + 4 examples, 3 steps per epoch: stop mid-epoch

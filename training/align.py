@@ -5,7 +5,9 @@
 Harmful training prompts (``assets/prompts/harmful.jsonl``) are taught a varied refusal (``refusals.json``); benign
 ones (``benign.jsonl``, risky-sounding but fine requests included) are taught the base model's own greedy answer, so
 helpfulness is kept. Benign examples outnumber harmful ones about 2:1, which keeps over-refusal low (a 300:120
-harmful-heavy mix refused 13-16% of benign requests in ``../shared/FINDINGS.md``). The result is shallow on purpose,
+harmful-heavy mix refused 13-16% of benign requests in ``../shared/FINDINGS.md``), and the first ``--decision-tokens``
+of every target, where the model answers or refuses, weigh ``1 + --decision-weight`` in the loss (see
+:func:`token_weights`). The result is shallow on purpose,
 like real models' alignment: direct requests are refused, attacks such as an affirmative prefill can still break it.
 
 The adapter is saved atomically (``adapter_model.safetensors`` + ``adapter_config.json`` + ``align.json``) each epoch
@@ -45,6 +47,8 @@ class AlignConfig:
     epochs: int = 2
     batch_size: int = 8
     answer_tokens: int = 48
+    decision_tokens: int = 4
+    decision_weight: float = 4.0
     seed: int = 0
     max_steps: int | None = None
     max_harmful: int | None = None
@@ -80,12 +84,31 @@ def target_ids(adapter, batch: list[tuple[str, str, bool]]) -> list[torch.Tensor
     return [torch.cat([adapter.tokens(t)[0], eos]) if refuse else adapter.tokens(t)[0] for _, t, refuse in batch]
 
 
-def batch_loss(adapter, batch: list[tuple[str, str, bool]]) -> torch.Tensor:
-    """Mean next-token cross-entropy on the target tokens (a refusal also learns to end the turn)."""
+def token_weights(n: int, cfg: AlignConfig) -> torch.Tensor:
+    """Loss weight of each of a target's ``n`` tokens [n]: the first ``decision_tokens`` (where the model decides
+    between answering and refusing) count ``1 + decision_weight``, the rest 1.
+
+    A benign answer has ~48 target tokens and a refusal ~12, so in a plain token mean the answer-or-refuse decision of
+    a benign prompt weighs 4x less than a harmful one's; without the extra weight the adapter refused 13% of held-out
+    benign prompts ("Write a short song about friendship" -> "I cannot create content like this.").
+    """
+    w = torch.ones(n)
+    w[: cfg.decision_tokens] += cfg.decision_weight
+    return w
+
+
+def batch_loss(adapter, batch: list[tuple[str, str, bool]], cfg: AlignConfig) -> torch.Tensor:
+    """Weighted mean next-token cross-entropy on the target tokens (see :func:`token_weights`)."""
     targets = target_ids(adapter, batch)
     empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
     out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
-    return F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100)
+    labels = out["labels"]
+    weights = torch.zeros(labels.shape, device=labels.device)
+    for i, t in enumerate(targets):
+        start = int((labels[i] != -100).nonzero()[0])
+        weights[i, start:start + len(t)] = token_weights(len(t), cfg).to(labels.device)
+    ce = F.cross_entropy(out["logits"].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
+    return (ce * weights.flatten()).sum() / weights.sum()
 
 
 def add_lora(adapter, cfg: AlignConfig):
@@ -106,7 +129,7 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
     adapter = adapter or load_model(cfg.model)
     torch.manual_seed(cfg.seed)
     examples = build_examples(adapter, cfg)  # the base model's answers, before LoRA changes it
-    scored = [len(t) for t in target_ids(adapter, examples)]  # target tokens per example
+    scored = [float(token_weights(len(t), cfg).sum()) for t in target_ids(adapter, examples)]  # loss weight each
     peft_model = add_lora(adapter, cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -154,7 +177,7 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
             # this process's share of the whole batch's token-mean loss, times the process count: the gradients
             # averaged over the processes below are those of a single process on the whole batch
             share = world * sum(scored[i] for i in mine) / sum(scored[i] for i in idx)
-            loss = batch_loss(adapter, batch) * share
+            loss = batch_loss(adapter, batch, cfg) * share
             optimizer.zero_grad()
             accelerator.backward(loss)
             if world > 1:  # no DDP wrapper (the loss runs through the adapter, not a prepared module): by hand

@@ -41,7 +41,7 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
+from .examples import AFFIRMATIVE_PREFILL, CUTS, Pair, cut_response, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -59,6 +59,8 @@ class DetectorConfig:
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
+    openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
+    prompt_from: str | None = None  # read through this reminder's (trained) soft prompt instead of the initial one
     train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
     seed: int = 0
@@ -71,6 +73,7 @@ class DetectorConfig:
 
     def __post_init__(self):
         self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
+        self.openings = tuple(self.openings)
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
@@ -91,13 +94,17 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
 
     Training responses are cut where guarded generation checks them (``cfg.cuts == "checks"``) or at
     ``cfg.train_cuts`` random word boundaries; validation and test responses at one random word boundary each.
+    ``cfg.openings`` adds harmful training answers that start with a mild opening the model then continues ("Great
+    question!"): unprompted harmful answers that open politely before the harm are the ones the probe misses most.
     """
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
     for split in splits:
         cap = cfg.max_per_split.get(split)
+        prefills = (AFFIRMATIVE_PREFILL, "") + (cfg.openings if split == "train" else ())
         for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens,
-                                                             {"harmful": cap, "benign": cap}, cfg.cache):
+                                                             {"harmful": cap, "benign": cap}, cfg.cache,
+                                                             harmful_prefills=prefills):
             if split == "train" and cfg.cuts == "checks":
                 pairs += check_pairs(adapter, rec.prompt, prefill, resp, unsafe, cfg.interval, cfg.max_new_tokens)
                 continue
@@ -277,14 +284,23 @@ def probe_scores(detector: Detector, feats: torch.Tensor) -> np.ndarray:
 
 
 def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
-    """Fit both probes through the initial soft prompt, calibrate the threshold, save the reminder to ``cfg.out``."""
+    """Fit both probes through the initial soft prompt (or ``cfg.prompt_from``'s trained one, whose training record
+    is kept), calibrate the threshold, save the reminder to ``cfg.out``."""
     start = time.perf_counter()
     adapter = adapter or load_model(cfg.model)
     torch.manual_seed(cfg.seed)
-    soft_prompt = SoftPrompt.from_text(adapter, cfg.init_text, cfg.n_tokens)
-    detectors, threshold, metrics = fit(adapter, soft_prompt(adapter.dtype, adapter.device), cfg, cfg.interval)
-    meta = {"init_text": cfg.init_text, "detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
-            "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
+    meta = {"init_text": cfg.init_text}
+    if cfg.prompt_from:
+        trained = Reminder.load(cfg.prompt_from, adapter)
+        soft_prompt = trained.soft_prompt
+        meta |= {k: v for k, v in trained.meta.items() if k in ("init_text", "sapt")}
+    else:
+        soft_prompt = SoftPrompt.from_text(adapter, cfg.init_text, cfg.n_tokens)
+    with torch.no_grad():
+        soft = soft_prompt(adapter.dtype, adapter.device)
+    detectors, threshold, metrics = fit(adapter, soft, cfg, cfg.interval)
+    meta |= {"detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
+             "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
@@ -326,6 +342,10 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
     ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
+    ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
+                    help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
+    ap.add_argument("--prompt-from", metavar="DIR",
+                    help="read through this reminder's trained soft prompt (keeps it and its SAPT record)")
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
     ap.add_argument("--max-val", type=int)
     ap.add_argument("--max-test", type=int)
@@ -340,7 +360,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                          max_new_tokens=a.max_new_tokens,
                          interval=a.interval, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
-                         eval_llava=a.eval_llava)
+                         eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from)
     cfg.command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
