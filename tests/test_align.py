@@ -6,11 +6,10 @@ import threading
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reminder import generate, load_model
-import torch.nn.functional as F
-
 from training.align import AlignConfig, batch_loss, target_ids, token_weights, train
 from training.examples import Pair, soft_batch
 
