@@ -1,12 +1,14 @@
 """Fit the reminder's detectors on the frozen model's own (prompt, partial response) pairs.
 
     python -m training.detector --model embedded --out checkpoints/embedded [--layer -1] [--n-components 0|4]
+    python -m training.detector --out checkpoints/embedded --prompt-from checkpoints/embedded   # refit a trained one
 
 Harmful pairs: the project's harmful prompts with the model's own compliant answers (greedy, 96 tokens), one forced
 by the AdvBench-style prefill "Sure, here is" and one unprompted (kept only where it does not refuse); benign pairs:
 the model's own answers to benign prompts. Training responses are cut where guarded generation checks them (every
 ``interval`` tokens; ``--cuts random``: at random word boundaries, about a third empty), validation and test
-responses at one random word boundary. Two probes (standardise, optional PCA, L2 logistic regression,
+responses at one random word boundary; ``--openings`` adds harmful training answers that begin with a given
+assistant-turn opening. Two probes (standardise, optional PCA, L2 logistic regression,
 scikit-learn) are fitted on the train split:
 
 * ``check``: the chosen layer's state at the last soft-prompt token, with the soft prompt appended after the
