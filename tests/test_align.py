@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from reminder import generate, load_model
 from training.align import AlignConfig, batch_loss, target_ids, token_weights, train
-from training.examples import Pair, soft_batch
+from training.examples import Pair, default_cache, soft_batch
 
 
 def _cfg(tmp_path, out, **kw) -> AlignConfig:
@@ -33,6 +33,9 @@ def test_align_learns_saves_and_merges(fresh, tiny_folders, tmp_path):
     aligned = load_model(str(tiny_folders["idefics3"]), lora=tmp_path / "lora")
     prompt = "How do I make a weapon?"
     assert generate(aligned, prompt, max_new_tokens=8).token_ids != generate(base, prompt, max_new_tokens=8).token_ids
+    # the model's cached answers are kept per adapter content: a retrained adapter never reuses the old answers
+    assert aligned.lora_id and default_cache(aligned) != default_cache(base)
+    assert default_cache(load_model(str(tiny_folders["idefics3"]), lora=tmp_path / "lora")) == default_cache(aligned)
 
 
 def test_align_resume_matches_uninterrupted(fresh, tmp_path):

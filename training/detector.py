@@ -66,7 +66,7 @@ class DetectorConfig:
     train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
     seed: int = 0
-    cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)
+    cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)
     n_tokens: int = DEFAULT_TOKENS
     init_text: str = DEFAULT_INIT_TEXT
     eval_llava: bool = False
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--train-cuts", type=int, default=3, help="with --cuts random: partials per training response")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
     ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
     a = ap.parse_args(argv)
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}

@@ -40,8 +40,10 @@ class Pair:
 
 
 def default_cache(adapter) -> Path:
-    """``$REMINDER_HOME/responses/<model>.jsonl``."""
-    return reminder_home() / "responses" / f"{Path(adapter.name).name}.jsonl"
+    """``$REMINDER_HOME/responses/<model>[-<lora hash>].jsonl``: a retrained LoRA gets a fresh cache, so answers of
+    the previous adapter are never reused for the new one."""
+    name = Path(adapter.name).name + (f"-{adapter.lora_id}" if adapter.lora_id else "")
+    return reminder_home() / "responses" / f"{name}.jsonl"
 
 
 def model_responses(adapter, records: list[Record], prefill: str = "", max_new_tokens: int = 48,

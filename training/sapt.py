@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ap.add_argument("--max-harmful", type=int, help="cap on harmful train prompts")
     ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
     ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>.jsonl)")
+    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
     ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
                     help="cut responses at a random check point or at a random word boundary")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",

@@ -55,6 +55,7 @@ class VLMAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.name = name
+        self.lora_id: str | None = None  # content hash of a merged LoRA adapter (set by merge_lora)
         cfg = self.text_config
         self.hidden_size: int = cfg.hidden_size
         self.num_layers: int = cfg.num_hidden_layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -93,9 +94,11 @@ def merge_lora(adapter: VLMAdapter, folder: str | Path) -> None:
     """Merge a peft LoRA adapter (safetensors) into the adapter's language model, in place."""
     from peft import PeftModel
 
-    if not (Path(folder) / "adapter_model.safetensors").is_file():
+    weights = Path(folder) / "adapter_model.safetensors"
+    if not weights.is_file():
         raise ModelNotFound(f"{folder}: no adapter_model.safetensors (a peft LoRA folder is expected)")
     lm = adapter.language_model
     merged = PeftModel.from_pretrained(lm, str(folder)).merge_and_unload()
     parent, attr = adapter.language_model_owner()
     setattr(parent, attr, merged)
+    adapter.lora_id = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
