@@ -102,13 +102,10 @@ def batch_loss(adapter, batch: list[tuple[str, str, bool]], cfg: AlignConfig) ->
     targets = target_ids(adapter, batch)
     empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
     out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
-    labels = out["labels"]
-    weights = torch.zeros(labels.shape, device=labels.device)
-    for i, t in enumerate(targets):
-        start = int((labels[i] != -100).nonzero()[0])
-        weights[i, start:start + len(t)] = token_weights(len(t), cfg).to(labels.device)
-    ce = F.cross_entropy(out["logits"].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
-    return (ce * weights.flatten()).sum() / weights.sum()
+    scored = out["labels"] != -100  # each row's target tokens, in order
+    weights = torch.cat([token_weights(len(t), cfg) for t in targets]).to(scored.device)
+    ce = F.cross_entropy(out["logits"][scored], out["labels"][scored], reduction="none")  # [sum T_i]
+    return (ce * weights).sum() / weights.sum()
 
 
 def add_lora(adapter, cfg: AlignConfig):

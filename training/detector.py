@@ -43,7 +43,7 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import AFFIRMATIVE_PREFILL, CUTS, Pair, cut_response, labelled_responses, soft_batch
+from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -103,10 +103,9 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     pairs: list[Pair] = []
     for split in splits:
         cap = cfg.max_per_split.get(split)
-        prefills = (AFFIRMATIVE_PREFILL, "") + (cfg.openings if split == "train" else ())
         for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens,
                                                              {"harmful": cap, "benign": cap}, cfg.cache,
-                                                             harmful_prefills=prefills):
+                                                             openings=cfg.openings if split == "train" else ()):
             if split == "train" and cfg.cuts == "checks":
                 pairs += check_pairs(adapter, rec.prompt, prefill, resp, unsafe, cfg.interval, cfg.max_new_tokens)
                 continue

@@ -81,18 +81,17 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
 
 def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict[str, int | None] | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True,
-                       harmful_prefills: tuple[str, ...] = (AFFIRMATIVE_PREFILL, "")
-                       ) -> list[tuple[Record, str, str, int]]:
+                       openings: tuple[str, ...] = ()) -> list[tuple[Record, str, str, int]]:
     """(record, prefill, response, unsafe) for the ``split`` prompts: what the detector and SAPT learn from.
 
-    Harmful prompts give one answer per ``harmful_prefills`` entry (by default one after the affirmative prefill and
-    one unprompted); only those that do not refuse are kept (an aligned model refuses many unprompted ones, and a
-    refusal is not unsafe). Benign prompts give the model's own answer. ``caps`` limits the prompts per set
-    (``{"harmful": 20, "benign": 40}``).
+    Harmful prompts give one answer after the affirmative prefill, one unprompted and one after each of ``openings``
+    (assistant-turn openings the model continues); only those that do not refuse are kept (an aligned model refuses
+    many unprompted ones, and a refusal is not unsafe). Benign prompts give the model's own answer. ``caps`` limits
+    the prompts per set (``{"harmful": 20, "benign": 40}``).
     """
     caps = caps or {}
     out: list[tuple[Record, str, str, int]] = []
-    for name, prefills in (("harmful", harmful_prefills), ("benign", ("",))):
+    for name, prefills in (("harmful", (AFFIRMATIVE_PREFILL, "", *openings)), ("benign", ("",))):
         records = load_prompt_set(name, split)[:caps.get(name)]
         for prefill in prefills:
             responses = model_responses(adapter, records, prefill, max_new_tokens, cache=cache, progress=progress)
