@@ -20,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from attacks import examples
-from reminder import REGISTRY, ModelNotFound, Reminder, ReminderError, generate, load_model, plots
+from reminder import DEFAULT_MODEL, REGISTRY, ModelNotFound, Reminder, ReminderError, generate, load_model, plots
 from reminder.bundle import checkpoint_roots, find_reminders, import_zip
 from reminder.compare import ATTACKS, apply_attack, compare, lab_folder
 from reminder.images import ImageError, open_image
@@ -64,12 +64,12 @@ def get_model(name: str):
     with _lock:
         if name not in _models:
             if len(_models) >= 2:
-                _models.pop(next(k for k in _models if k != "embedded"))
+                _models.pop(next(k for k in _models if k != DEFAULT_MODEL))
             _models[name] = load_model(name)
         return _models[name]
 
 
-def warm_up(name: str = "embedded") -> None:
+def warm_up(name: str = DEFAULT_MODEL) -> None:
     """Load the default model and run one token, so the first click does not pay for lazy initialisation."""
     with _lock:  # hold the lock throughout: a click waits for the warm model instead of loading a second copy
         if name not in _models:
@@ -152,7 +152,7 @@ def run_compare(model, image_path, prompt, attack, reminder_choice, interval, th
 
 @gpu
 def api_compare(prompt: str, image: str | None = None, attack: str = "none", max_new_tokens: int = 32,
-                model: str = "embedded", reminder: str = "auto", interval: int = 0, threshold: float = -1.0):
+                model: str = DEFAULT_MODEL, reminder: str = "auto", interval: int = 0, threshold: float = -1.0):
     """Non-streaming comparison for the API: (JSON with both texts/scores/injections, plotly figure).
 
     ``reminder`` "auto" takes the first reminder found for the model; ``interval`` 0 and ``threshold`` < 0 take
@@ -170,7 +170,7 @@ def api_compare(prompt: str, image: str | None = None, attack: str = "none", max
     return out, plots.token_scores(state.baseline.result, state.guarded.result, state.threshold)
 
 
-def render_attack(prompt: str, image: str | None = None, attack: str = "none", model: str = "embedded"):
+def render_attack(prompt: str, image: str | None = None, attack: str = "none", model: str = DEFAULT_MODEL):
     """What the attack does to the inputs: (image or None, final prompt text, note)."""
     try:
         img, note = open_image(image) if image else (None, None)
@@ -184,7 +184,7 @@ def render_attack(prompt: str, image: str | None = None, attack: str = "none", m
 def on_model(model: str):
     """Refresh the reminder list and the honest image label for the chosen model."""
     choices = reminder_choices(model)
-    label = EMBEDDED_NOTE if model == "embedded" else ""
+    label = EMBEDDED_NOTE if model.startswith("embedded") else ""
     msg = "" if choices else f"No reminder for '{model}' yet: train one or upload a zip."
     return gr.update(choices=choices, value=choices[0][1] if choices else None), label, msg
 
@@ -382,7 +382,8 @@ continues exactly as before, so benign answers are untouched. Method: [arXiv 250
 **Embedded model.** The offline default is the real SmolLM2-135M-Instruct language model inside a SmolVLM
 (Idefics3) shell whose vision tower and connector are **untrained and random**. It cannot really see images:
 FigStep-style attacks work on it only through the text prompt, and image inputs matter only as optimisable noise
-(e.g. PGD). Hub models ({', '.join(k for k in REGISTRY if k != 'embedded')}) load when they are in the local cache.
+(e.g. PGD). Hub models ({', '.join(k for k in REGISTRY if not k.startswith('embedded'))}) load when they are in the
+local cache.
 """
 
 
@@ -393,14 +394,14 @@ def build() -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    model = gr.Dropdown(list(REGISTRY), value="embedded", label="model")
+                    model = gr.Dropdown(list(REGISTRY), value=DEFAULT_MODEL, label="model")
                     image = gr.Image(type="filepath", image_mode=None, label="image (optional)", sources=["upload"],
                                      height=220)
                     image_note = gr.Markdown(EMBEDDED_NOTE)
                     prompt = gr.Textbox(label="prompt", lines=3, placeholder="Ask something…")
                     attack = gr.Dropdown(list(ATTACKS), value="none", label="attack")
                     with gr.Row():
-                        reminder = gr.Dropdown(reminder_choices("embedded"), label="reminder", scale=3)
+                        reminder = gr.Dropdown(reminder_choices(DEFAULT_MODEL), label="reminder", scale=3)
                         zip_upload = gr.UploadButton("upload .zip", file_types=[".zip"], type="filepath", scale=1)
                     reminder_msg = gr.Markdown()
                     with gr.Row():
@@ -439,7 +440,7 @@ def build() -> gr.Blocks:
 
             with gr.Column(visible=False):  # inputs of the non-streaming /compare endpoint (File: we check images)
                 api_in = [gr.Textbox(), gr.File(type="filepath"), gr.Textbox("none"), gr.Number(32),
-                          gr.Textbox("embedded"), gr.Textbox("auto"), gr.Number(0), gr.Number(-1)]
+                          gr.Textbox(DEFAULT_MODEL), gr.Textbox("auto"), gr.Number(0), gr.Number(-1)]
                 api_button = gr.Button()
             api_button.click(api_compare, api_in, [gr.JSON(visible=False), gr.Plot(visible=False)],
                              api_name="compare", **HEAVY)
@@ -465,7 +466,7 @@ def build() -> gr.Blocks:
             gr.Markdown(backend_status("train") + "  \nSAPT trains the reminder's soft prompt on the chosen model "
                         "(the detector is fitted first when the folder has none). Each step takes seconds on a CPU.")
             with gr.Row():
-                t_name = gr.Textbox("embedded", label="reminder folder (under checkpoints/)")
+                t_name = gr.Textbox(DEFAULT_MODEL, label="reminder folder (under checkpoints/)")
                 t_steps = gr.Number(20, label="max steps", precision=0)
                 t_lr = gr.Number(1e-2, label="learning rate")
                 t_batch = gr.Number(4, label="batch size", precision=0)

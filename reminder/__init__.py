@@ -8,10 +8,10 @@
 from .checkpoint import Reminder, ReminderError
 from .detector import Detector
 from .generation import CheckEvent, Generation, GenerationConfig, TokenEvent, generate, stream
-from .models import REGISTRY, ModelNotFound, Prompt, VLMAdapter, load_model
+from .models import DEFAULT_MODEL, REGISTRY, ModelNotFound, Prompt, VLMAdapter, load_model
 from .soft_prompt import SoftPrompt
 
 __all__ = [
-    "REGISTRY", "CheckEvent", "Detector", "Generation", "GenerationConfig", "ModelNotFound", "Prompt", "Reminder",
-    "ReminderError", "SoftPrompt", "TokenEvent", "VLMAdapter", "generate", "load_model", "stream",
+    "DEFAULT_MODEL", "REGISTRY", "CheckEvent", "Detector", "Generation", "GenerationConfig", "ModelNotFound", "Prompt",
+    "Reminder", "ReminderError", "SoftPrompt", "TokenEvent", "VLMAdapter", "generate", "load_model", "stream",
 ]

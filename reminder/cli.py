@@ -10,7 +10,7 @@ from pathlib import Path
 from .checkpoint import Reminder, ReminderError
 from .generation import CheckEvent, Generation, GenerationConfig, TokenEvent, check_prompt, stream
 from .images import ImageError, open_image
-from .models import ModelNotFound, load_model
+from .models import DEFAULT_MODEL, ModelNotFound, load_model
 from .scoring import score_response
 
 USER_ERRORS = (ReminderError, ModelNotFound, ImageError, ValueError, FileNotFoundError, json.JSONDecodeError)
@@ -142,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m reminder", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate an answer (streamed), optionally guarded by a reminder")
-    g.add_argument("--model", default="embedded")
+    g.add_argument("--model", default=DEFAULT_MODEL)
     g.add_argument("--prompt")
     g.add_argument("--image")
     g.add_argument("--prefill", default="", help="start the assistant turn with this text (prefill attack)")
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--output", help="batch: JSONL results")
     g.set_defaults(func=cmd_generate)
     s = sub.add_parser("score", help="per-token P(unsafe) of given responses (teacher-forced)")
-    s.add_argument("--model", default="embedded")
+    s.add_argument("--model", default=DEFAULT_MODEL)
     s.add_argument("--reminder", required=True)
     s.add_argument("--input", required=True, help="JSONL of {id, prompt, response, image?}")
     s.add_argument("--output", required=True)

@@ -47,8 +47,8 @@ class Detector(nn.Module):
         return self.mean.shape[0]
 
     def logit(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Log-odds of unsafe: [..., d] -> [...]."""
-        z = (hidden.float() - self.mean) / self.scale
+        """Log-odds of unsafe: [..., d] -> [...] (on the probe's device, wherever ``hidden`` lives)."""
+        z = (hidden.to(self.mean.device, torch.float32) - self.mean) / self.scale
         if self.components is not None:
             z = z @ self.components.T
         return z @ self.weight + self.bias

@@ -35,7 +35,7 @@ from .datasets import Record, load_dataset
 from .defenses import get_defense
 from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
-from .models import ModelNotFound, Prompt, VLMAdapter, load_model
+from .models import DEFAULT_MODEL, ModelNotFound, Prompt, VLMAdapter, load_model
 
 Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
 
@@ -45,7 +45,7 @@ class EvalConfig:
     """One benchmark grid. ``datasets``/``attacks``/``defenses``/``judges``: registry names (``name:arg`` allowed)."""
 
     out: str
-    model: str = "embedded"
+    model: str = DEFAULT_MODEL
     datasets: list[str] = field(default_factory=lambda: ["figstep-tiny"])
     attacks: list[str] = field(default_factory=lambda: ["none"])
     defenses: list[str] = field(default_factory=lambda: ["none"])
@@ -264,7 +264,7 @@ def _names(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m reminder.eval", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="embedded")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--dataset", default="figstep-tiny", help="comma-separated dataset names (name:arg allowed)")
     p.add_argument("--attack", default="none",
                    help="comma-separated: none, figstep, mmsb-typo, prefill[:text], template[:name], pgd[:png]")

@@ -7,7 +7,7 @@ import torch
 from conftest import random_reminder
 from PIL import Image
 
-from reminder import generate
+from reminder import Detector, generate, load_model
 from reminder.models.tiny import FAMILIES
 
 IMAGE = Image.new("RGB", (90, 70), (30, 120, 200))
@@ -133,3 +133,24 @@ def test_prompt_limits(tiny_models):
         generate(adapter, "word " * 3000, max_new_tokens=4)
     with pytest.raises(TypeError):
         generate(adapter, "hi", no_such_option=1)
+
+
+def test_device_and_dtype_come_from_the_environment(tiny_folders, monkeypatch):
+    """REMINDER_DEVICE / REMINDER_DTYPE set where every CLI loads its model; a typo is one clear error."""
+    folder = str(tiny_folders["llava"])
+    monkeypatch.setenv("REMINDER_DEVICE", "cpu")
+    monkeypatch.setenv("REMINDER_DTYPE", "bfloat16")
+    adapter = load_model(folder)
+    assert adapter.dtype == torch.bfloat16 and adapter.device.type == "cpu"
+    assert generate(adapter, "hi", max_new_tokens=3).token_ids  # a bf16 model still generates
+    monkeypatch.setenv("REMINDER_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="REMINDER_DTYPE"):
+        load_model(folder)
+
+
+def test_detector_reads_a_bf16_model_in_float32():
+    """A probe (float32 buffers) on a bf16 model's hidden state: the log-odds are computed in float32."""
+    det = Detector(torch.zeros(4), torch.full((4,), 0.5), torch.tensor([1.0, 0, 0, -1.0]), torch.tensor(0.25))
+    h = torch.tensor([[2.0, 7.0, 1.0, 0.5]], dtype=torch.bfloat16)
+    logit = det.logit(h)
+    assert logit.dtype == torch.float32 and logit.tolist() == pytest.approx([(2.0 - 0.5) / 0.5 + 0.25])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -12,6 +13,8 @@ from .base import VLMAdapter
 from .families import FAMILIES
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
+DEFAULT_MODEL = "embedded"  # what the app, the CLI and the evaluation grid load when no model is named
 
 REGISTRY: dict[str, str] = {
     "embedded": "embedded",
@@ -60,16 +63,21 @@ def _local_folder(target: str) -> Path:
         ) from err
 
 
-def load_model(name_or_path: str = "embedded", dtype: torch.dtype | None = None,
+def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = None,
                device: str | torch.device | None = None, lora: str | Path | None = None) -> VLMAdapter:
     """Load a VLM by short name, hub id (from the local cache) or folder, wrapped in its family adapter.
 
-    ``lora``: a peft LoRA folder trained on the language model, merged into it at load time.
+    ``device`` and ``dtype`` default to ``$REMINDER_DEVICE`` (e.g. ``cuda``; else the CPU) and ``$REMINDER_DTYPE``
+    (``float32``, ``bfloat16`` or ``float16``; else float32 on the CPU and bfloat16 on an accelerator), so every CLI
+    runs on a GPU without a flag of its own. ``lora``: a peft LoRA folder trained on the language model, merged
+    into it at load time.
     """
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    device = device or os.environ.get("REMINDER_DEVICE") or None
+    dtype = dtype or _env_dtype()
     display, target, registered_lora = resolve(name_or_path)
     lora = lora or registered_lora
     folder = _local_folder(target)
@@ -88,6 +96,16 @@ def load_model(name_or_path: str = "embedded", dtype: torch.dtype | None = None,
         merge_lora(adapter, lora)
     model.requires_grad_(False)
     return adapter
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _env_dtype() -> torch.dtype | None:
+    name = os.environ.get("REMINDER_DTYPE", "").strip()
+    if name and name not in DTYPES:
+        raise ValueError(f"REMINDER_DTYPE={name!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES.get(name)
 
 
 def merge_lora(adapter: VLMAdapter, folder: str | Path) -> None:
