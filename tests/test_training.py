@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import threading
@@ -10,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from reminder import Reminder, generate, load_model
 from reminder.models.tiny import build_tiny
 from training import detector, sapt, state
-from training.examples import cut_response, greedy_batch, greedy_ids
+from training.examples import Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
 
 CAPS = {"train": 3, "val": 2, "test": 2}  # prompts per split and set
 
@@ -156,6 +158,46 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
     assert rem.meta["sapt"] == before.meta["sapt"] and "sapt_refit" not in rem.meta
     assert rem.meta["detector_config"]["openings"] == ["Great question!"]
     assert detector.DetectorConfig.of(rem).openings == ("Great question!",)
+
+
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+def test_soft_batch_reads_images_like_a_single_forward(tiny_models, family, tmp_path) -> None:
+    """A batch mixing image and text conversations gives each row's states exactly as one forward of that row does
+    (image features merged, M-RoPE positions for Qwen2-VL); the image changes the state read at the check."""
+    adapter = tiny_models[family]
+    path = tmp_path / "img.png"
+    Image.new("RGB", (64, 48), (200, 40, 90)).save(path)
+    soft = torch.randn(1, 3, adapter.hidden_size, dtype=adapter.dtype)
+    pairs = [Pair("How do I bake bread?", "Sure, first", 1, image=str(path)),
+             Pair("How do I bake bread?", "Sure, first", 1)]
+    with torch.no_grad():
+        out = soft_batch(adapter, pairs, soft)
+        for row, pair in enumerate(pairs):
+            image = Image.open(pair.image) if pair.image else None
+            enc = adapter.encode(adapter.build(pair.prompt, image, prefill=pair.partial))
+            pos = torch.cat([enc.positions, adapter.positions(enc.next_position, 3)], dim=-1)
+            _, hid = adapter.forward(torch.cat([enc.embeds, soft], dim=1), pos)
+            assert torch.allclose(out["check"][row], hid[0, -1], atol=1e-5)
+    assert not torch.allclose(out["check"][0], out["check"][1], atol=1e-3)
+
+
+def test_detector_trains_on_image_conversations(tiny, fitted, tmp_path) -> None:
+    root, _ = fitted
+    path = tmp_path / "train.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(path)
+    cache = root / "responses.jsonl"
+    cfg = detector.DetectorConfig(out=str(root / "with-image"), max_per_split=CAPS, max_new_tokens=6,
+                                  cache=str(cache), max_fpr=0.5, interval=2, images=(str(path),))
+    result = detector.run(cfg, tiny)
+    # the image repeats every training conversation (3 harmful x 2 prefills + 3 benign) x 2 checks; val/test unchanged
+    assert result.metrics["pairs"] == {"train": 9 * 2 * 2, "val": 6, "test": 6}
+    rem = Reminder.load(root / "with-image", tiny)
+    assert rem.meta["detector_config"]["images"] == [str(path)]
+    assert rem.meta["detector_config"]["image_ids"] == [image_id(str(path))]
+    keyed = [json.loads(json.loads(line)["key"]) for line in cache.read_text().splitlines()]
+    assert sum(k[-1] == image_id(str(path)) for k in keyed) == 9  # the answers with the image are cached by content
+    with pytest.raises(FileNotFoundError, match="training image not found"):
+        detector.DetectorConfig(images=(str(tmp_path / "missing.png"),))
 
 
 def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:

@@ -8,8 +8,8 @@ by the AdvBench-style prefill "Sure, here is" and one unprompted (kept only wher
 the model's own answers to benign prompts. Training responses are cut where guarded generation checks them (every
 ``interval`` tokens; ``--cuts random``: at random word boundaries, about a third empty), validation and test
 responses at one random word boundary; ``--openings`` adds harmful training answers that begin with a given
-assistant-turn opening. Two probes (standardise, optional PCA, L2 logistic regression,
-scikit-learn) are fitted on the train split:
+assistant-turn opening, ``--images`` training conversations with an image in the user turn. Two probes
+(standardise, optional PCA, L2 logistic regression, scikit-learn) are fitted on the train split:
 
 * ``check``: the chosen layer's state at the last soft-prompt token, with the soft prompt appended after the
   partial response inside the assistant turn (what guarded generation reads every ``interval`` tokens);
@@ -43,7 +43,7 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
+from .examples import CUTS, Answer, Pair, cut_response, image_id, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -62,6 +62,7 @@ class DetectorConfig:
     interval: int = 16  # check interval stored in the reminder and used for calibration
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
+    images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations (see load_pairs)
     prompt_from: str | None = None  # read through this reminder's (trained) soft prompt instead of the initial one
     train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
@@ -76,6 +77,10 @@ class DetectorConfig:
     def __post_init__(self):
         self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
         self.openings = tuple(self.openings)
+        self.images = tuple(self.images)
+        missing = [p for p in self.images if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"training image not found: {', '.join(missing)}")
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
@@ -98,31 +103,33 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     ``cfg.train_cuts`` random word boundaries; validation and test responses at one random word boundary each.
     ``cfg.openings`` adds harmful training answers that start with a mild opening the model then continues ("Great
     question!"): unprompted harmful answers that open politely before the harm are the ones the probe misses most.
+    ``cfg.images`` adds training conversations with each image in the user turn (harmful: after the prefill and
+    unprompted; benign: the model's answer), so the probe also sees states shaped by image tokens.
     """
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
     for split in splits:
         cap = cfg.max_per_split.get(split)
-        for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens,
-                                                             {"harmful": cap, "benign": cap}, cfg.cache,
-                                                             openings=cfg.openings if split == "train" else ()):
-            if split == "train" and cfg.cuts == "checks":
-                pairs += check_pairs(adapter, rec.prompt, prefill, resp, unsafe, cfg.interval, cfg.max_new_tokens)
+        train = split == "train"
+        for ans in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
+                                      openings=cfg.openings if train else (), images=cfg.images if train else ()):
+            if train and cfg.cuts == "checks":
+                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens)
                 continue
-            for _ in range(cfg.train_cuts if split == "train" else 1):
-                partial, rest = cut_response(resp, rng)
-                pairs.append(Pair(rec.prompt, partial, unsafe, rest, split))
+            for _ in range(cfg.train_cuts if train else 1):
+                partial, rest = cut_response(ans.response, rng)
+                pairs.append(Pair(ans.record.prompt, partial, ans.unsafe, rest, split, ans.image))
     return pairs
 
 
-def check_pairs(adapter, prompt: str, prefill: str, response: str, unsafe: int, interval: int,
-                max_new_tokens: int) -> list[Pair]:
-    """The partial responses guarded generation checks while it produces ``response``: one per ``interval`` tokens
+def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int) -> list[Pair]:
+    """The partial responses guarded generation checks while it produces the answer: one per ``interval`` tokens
     (none after the ``max_new_tokens``-th token, where a reminder could change nothing)."""
+    prompt, prefill, response, unsafe, image = answer.record.prompt, *answer[1:]
     ids = adapter.tokens(response[len(prefill):])[0].tolist()[:max_new_tokens]
     last = min(len(ids), max_new_tokens - 1)
-    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe, adapter.tokenizer.decode(ids[k:]))
-            for k in range(interval, last + 1, interval)]
+    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe, adapter.tokenizer.decode(ids[k:]),
+                 image=image) for k in range(interval, last + 1, interval)]
 
 
 @dataclass
@@ -141,12 +148,11 @@ def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval
     """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point."""
     cap = cfg.max_per_split.get(split)
     gens = labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
-    per_gen = [check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
-               for rec, prefill, resp, unsafe in gens]
+    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens) for g in gens]
     feats, _ = pair_features(adapter, [p for ps in per_gen for p in ps], soft, layer, cfg.batch_size)
-    kind = ["benign" if not u else "harmful+prefill" if pre else "harmful" for _, pre, _, u in gens]
+    kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
     return GenerationChecks(feats, np.repeat(np.arange(len(gens)), [len(ps) for ps in per_gen]),
-                            np.array([g[3] for g in gens]), np.array(kind))
+                            np.array([g.unsafe for g in gens]), np.array(kind))
 
 
 def generation_peaks(checks: GenerationChecks, detector: Detector, aggregate: str) -> np.ndarray:
@@ -300,7 +306,8 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     with torch.no_grad():
         soft = soft_prompt(adapter.dtype, adapter.device)
     detectors, threshold, metrics = fit(adapter, soft, cfg, cfg.interval)
-    meta |= {"detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"},
+    meta |= {"detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"}
+             | {"image_ids": [image_id(p) for p in cfg.images]},
              "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate, meta=meta)
@@ -345,6 +352,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
     ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
                     help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
+    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
+                    help="images put in the user turn of extra training conversations (harmful and benign)")
     ap.add_argument("--prompt-from", metavar="DIR",
                     help="read through this reminder's trained soft prompt (keeps it and its SAPT record)")
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
@@ -361,7 +370,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                          max_new_tokens=a.max_new_tokens,
                          interval=a.interval, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
-                         eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from)
+                         eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
+                         images=tuple(a.images))
     cfg.command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))

@@ -3,24 +3,34 @@
 * :func:`model_responses` generates greedy answers in batches of equal-length prompts (harmful ones after an affirmative
   prefill such as "Sure, here is"), cached in a JSONL file so reruns are fast.
 * :func:`cut_response` cuts a response at a random word boundary (about a third empty).
-* :func:`soft_batch` runs right-padded batches of prompt + partial response + soft prompt (+ target tokens) through
-  :meth:`VLMAdapter.forward`; padding only ever follows the positions that are read, so the causal mask hides it.
+* :func:`soft_batch` runs right-padded batches of prompt (with its image, if any) + partial response + soft prompt
+  (+ target tokens) through :meth:`VLMAdapter.forward`; padding only ever follows the positions that are read, so the
+  causal mask hides it.
+
+Training images (``images=``) put an image in the user turn of training conversations, so that the probe and the
+soft prompt also see hidden states shaped by image tokens (the embedded model cannot see an image, but its 64 image
+tokens still move the hidden states, and an adversarial image moves them far).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from PIL import Image
 
 from reminder.batching import generate_batch
 from reminder.data import Record, load_prompt_set
 from reminder.generation import GenerationConfig
+from reminder.images import open_image
 from reminder.judges import is_refusal
 from reminder.models.embedded import reminder_home
 
@@ -37,6 +47,29 @@ class Pair:
     unsafe: int
     rest: str = ""  # the response text after ``partial`` (SAPT's benign target)
     split: str = "train"
+    image: str = ""  # path of an image in the user turn ("" = text only)
+
+
+class Answer(NamedTuple):
+    """One of the model's responses to a prompt set's request, and whether answering it is unsafe."""
+
+    record: Record
+    prefill: str  # the assistant-turn opening the response starts with (included in ``response``)
+    response: str
+    unsafe: int
+    image: str = ""  # path of the image in the user turn ("" = text only)
+
+
+@functools.lru_cache(maxsize=32)
+def training_image(path: str) -> Image.Image | None:
+    """The image at ``path`` (RGB, opened once), or None for ""."""
+    return open_image(path)[0] if path else None
+
+
+@functools.lru_cache(maxsize=32)
+def image_id(path: str) -> str:
+    """``<file name>#<first 12 hex of its sha256>``: names an image in cache keys and configs by content."""
+    return f"{Path(path).name}#{hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]}"
 
 
 def default_cache(adapter) -> Path:
@@ -47,10 +80,13 @@ def default_cache(adapter) -> Path:
 
 
 def model_responses(adapter, records: list[Record], prefill: str = "", max_new_tokens: int = 48,
-                    batch_size: int = 64, cache: str | os.PathLike | None = None, progress: bool = True) -> list[str]:
-    """The model's greedy responses (``prefill`` included) to ``records``' prompts, cached by (model, prompt, ...)."""
+                    batch_size: int = 64, cache: str | os.PathLike | None = None, progress: bool = True,
+                    image: str = "") -> list[str]:
+    """The model's greedy responses (``prefill`` included) to ``records``' prompts, with ``image`` (a path) in the
+    user turn if given, cached by (model, prompt, prefill, length[, image content])."""
     path = Path(cache) if cache else default_cache(adapter)
-    key = lambda r: json.dumps([adapter.name, r.prompt, prefill, max_new_tokens])  # noqa: E731
+    extra = [image_id(image)] if image else []  # text-only keys stay as they were, so old caches stay valid
+    key = lambda r: json.dumps([adapter.name, r.prompt, prefill, max_new_tokens, *extra])  # noqa: E731
     known: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -65,11 +101,13 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
         from tqdm.auto import tqdm
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo), desc=f"responses ({prefill or 'no prefill'})", disable=not progress)
+        desc = f"responses ({prefill or 'no prefill'}{', ' + Path(image).name if image else ''})"
+        bar = tqdm(total=len(todo), desc=desc, disable=not progress)
         with open(path, "a") as f:
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i:i + batch_size]
-                texts = greedy_batch(adapter, [r.prompt for r in chunk], prefill, max_new_tokens)
+                texts = greedy_batch(adapter, [r.prompt for r in chunk], prefill, max_new_tokens,
+                                     training_image(image))
                 for r, text in zip(chunk, texts, strict=True):
                     known[key(r)] = prefill + text
                     f.write(json.dumps({"key": key(r), "response": prefill + text}) + "\n")
@@ -81,40 +119,46 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
 
 def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict[str, int | None] | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True,
-                       openings: tuple[str, ...] = ()) -> list[tuple[Record, str, str, int]]:
-    """(record, prefill, response, unsafe) for the ``split`` prompts: what the detector and SAPT learn from.
+                       openings: tuple[str, ...] = (), images: tuple[str, ...] = ()) -> list[Answer]:
+    """The model's answers to the ``split`` prompts, labelled: what the detector and SAPT learn from.
 
     Harmful prompts give one answer after the affirmative prefill, one unprompted and one after each of ``openings``
     (assistant-turn openings the model continues); only those that do not refuse are kept (an aligned model refuses
-    many unprompted ones, and a refusal is not unsafe). Benign prompts give the model's own answer. ``caps`` limits
-    the prompts per set (``{"harmful": 20, "benign": 40}``).
+    many unprompted ones, and a refusal is not unsafe). Benign prompts give the model's own answer. Each of
+    ``images`` (paths) adds the same conversations with that image in the user turn (harmful: after the prefill and
+    unprompted). ``caps`` limits the prompts per set (``{"harmful": 20, "benign": 40}``).
     """
     caps = caps or {}
-    out: list[tuple[Record, str, str, int]] = []
+    out: list[Answer] = []
     for name, prefills in (("harmful", (AFFIRMATIVE_PREFILL, "", *openings)), ("benign", ("",))):
         records = load_prompt_set(name, split)[:caps.get(name)]
-        for prefill in prefills:
-            responses = model_responses(adapter, records, prefill, max_new_tokens, cache=cache, progress=progress)
+        runs = [(p, "") for p in prefills] + [(p, im) for im in images for p in prefills[:2]]
+        for prefill, image in runs:
+            responses = model_responses(adapter, records, prefill, max_new_tokens, cache=cache, progress=progress,
+                                        image=image)
             for rec, resp in zip(records, responses, strict=True):
                 if name == "benign" or not is_refusal(resp):
-                    out.append((rec, prefill, resp, int(name == "harmful")))
+                    out.append(Answer(rec, prefill, resp, int(name == "harmful"), image))
     return out
 
 
-def greedy_batch(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48) -> list[str]:
-    """Greedy continuations of several text prompts at once: one string each (see :func:`greedy_ids`)."""
+def greedy_batch(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
+                 image: Image.Image | None = None) -> list[str]:
+    """Greedy continuations of several prompts at once: one string each (see :func:`greedy_ids`)."""
     return [adapter.tokenizer.decode(ids, skip_special_tokens=True)
-            for ids in greedy_ids(adapter, prompts, prefill, max_new_tokens)]
+            for ids in greedy_ids(adapter, prompts, prefill, max_new_tokens, image)]
 
 
-def greedy_ids(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48) -> list[list[int]]:
-    """Greedy token ids (EOS excluded) for several text prompts, the same tokens :func:`reminder.generate` picks.
+def greedy_ids(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
+               image: Image.Image | None = None) -> list[list[int]]:
+    """Greedy token ids (EOS excluded) for several prompts (each with ``image``, if given), the same tokens
+    :func:`reminder.generate` picks.
 
     Prompts of one token length are decoded together (:func:`reminder.batching.generate_batch`), so no batch needs
     padding (a padded attention mask sends SDPA to a several-times slower path on CPU).
     """
     with torch.inference_mode():
-        encoded = [adapter.encode(adapter.build(p, prefill=prefill)) for p in prompts]
+        encoded = [adapter.encode(adapter.build(p, image, prefill=prefill)) for p in prompts]
     gens = generate_batch(adapter, encoded, config=GenerationConfig(max_new_tokens=max_new_tokens),
                           batch_size=max(len(prompts), 1))
     return [g.token_ids for g in gens]
@@ -139,26 +183,27 @@ def cut_response(response: str, rng: random.Random, empty: float = 1 / 3, min_ch
 
 def soft_batch(adapter, pairs: list[Pair], soft: torch.Tensor, layer: int = -1,
                targets: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Forward prompt + partial + soft prompt [1, n, d] (+ each pair's target ids [T_i]) in one padded batch.
+    """Forward prompt (with its image) + partial + soft prompt [1, n, d] (+ each pair's target ids [T_i]) in one
+    padded batch.
 
     Returns ``check`` [B, d] (``layer`` state at the last soft token), ``token`` [B, d] (``layer`` state at the last
     response token, which the soft prompt cannot see), and with ``targets`` ``logits`` [B, T, V] (float32) with
     ``labels`` [B, T] (-100 where nothing is scored), aligned for next-token cross-entropy.
     """
     n = soft.shape[1]
-    rows = [adapter.build(p.prompt, prefill=p.partial).input_ids[0] for p in pairs]
-    tails = targets or [rows[0][:0]] * len(rows)
+    rows = [adapter.encode(adapter.build(p.prompt, training_image(p.image), prefill=p.partial)) for p in pairs]
+    tails = targets or [torch.zeros(0, dtype=torch.long, device=adapter.device)] * len(rows)
     width = max(len(r) + n + len(t) for r, t in zip(rows, tails, strict=True))
     pad = adapter.tokenizer.pad_token_id or 0
-    embeds, labels = [], torch.full((len(rows), width), -100, dtype=torch.long, device=adapter.device)
+    embeds, positions = [], []
+    labels = torch.full((len(rows), width), -100, dtype=torch.long, device=adapter.device)
     for i, (r, t) in enumerate(zip(rows, tails, strict=True)):
         filler = torch.full((width - len(r) - n - len(t),), pad, dtype=torch.long, device=adapter.device)
-        embeds.append(torch.cat([adapter.embed(r[None])[0], soft[0].to(adapter.dtype),
-                                 adapter.embed(torch.cat([t, filler])[None])[0]]))
+        tail = adapter.embed(torch.cat([t, filler])[None])[0]
+        embeds.append(torch.cat([r.embeds[0], soft[0].to(adapter.dtype), tail]))
+        positions.append(torch.cat([r.positions, adapter.positions(r.next_position, width - len(r))], dim=-1))
         labels[i, len(r) + n - 1:len(r) + n - 1 + len(t)] = t  # logits at position j predict token j + 1
-    pos = adapter.positions(0, width)
-    pos = pos.expand(*pos.shape[:-2], len(rows), width)
-    last, hid = adapter.forward(torch.stack(embeds), pos, None, layer)
+    last, hid = adapter.forward(torch.stack(embeds), torch.cat(positions, dim=-2), None, layer)
     idx = torch.arange(len(rows), device=adapter.device)
     lengths = torch.tensor([len(r) for r in rows], device=adapter.device)
     out = {"check": hid[idx, lengths + n - 1], "token": hid[idx, lengths - 1]}

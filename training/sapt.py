@@ -10,6 +10,8 @@ empty, else at least ~20 characters), followed by the soft prompt:
   where it complies) + soft prompt -> a refusal (refusals.json);
 * benign: prompt + the start of the model's own answer + soft prompt -> the rest of that answer.
 
+``--images`` adds the same kinds of training conversations with an image in the user turn.
+
 Loss = cross-entropy on the target tokens + ``lambda_bce`` * BCE of the frozen check detector at the last soft-prompt
 token (so the detector keeps working on the trained prompt). AdamW on the n x d soft-prompt vectors only. After
 training, the threshold is calibrated again on validation generations read through the trained prompt (``--refit
@@ -73,7 +75,14 @@ class SaptConfig:
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
     refit: str = "threshold"  # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
     cache: str | None = None
+    images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
     command: str = ""  # the command line that ran this (recorded in reminder.json)
+
+    def __post_init__(self):
+        self.images = tuple(self.images)
+        missing = [p for p in self.images if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"training image not found: {', '.join(missing)}")
 
 
 @dataclass
@@ -111,19 +120,19 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
     caps = ({"harmful": cfg.max_harmful, "benign": cfg.max_benign} if split == "train"
             else {"harmful": cfg.max_val, "benign": cfg.max_val})
     out: list[Example] = []
-    for rec, prefill, resp, unsafe in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False):
-        points = (check_pairs(adapter, rec.prompt, prefill, resp, unsafe, interval, cfg.max_new_tokens)
-                  if cfg.cuts == "checks" else [])
+    images = cfg.images if split == "train" else ()
+    for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images):
+        points = check_pairs(adapter, ans, interval, cfg.max_new_tokens) if cfg.cuts == "checks" else []
         if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest
         else:
-            partial, rest = cut_response(resp, rng, min_chars=cfg.min_chars)
-        if unsafe:
+            partial, rest = cut_response(ans.response, rng, min_chars=cfg.min_chars)
+        if ans.unsafe:
             text = (" " if partial else "") + rng.choice(refusals)
             target = adapter.tokens(text)[0].tolist() + [eos]
         else:
             target = adapter.tokens(rest)[0].tolist()[:cfg.max_target_tokens] or [eos]
-        out.append(Example(Pair(rec.prompt, partial, unsafe, rest, split), target))
+        out.append(Example(Pair(ans.record.prompt, partial, ans.unsafe, rest, split, ans.image), target))
     return out
 
 
@@ -284,6 +293,8 @@ def main(argv: list[str] | None = None) -> TrainResult:
     ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
     ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
+    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
+                    help="images put in the user turn of extra training conversations (harmful and benign)")
     ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
                     help="cut responses at a random check point or at a random word boundary")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
                      a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
-                     refit=a.refit)
+                     refit=a.refit, images=tuple(a.images))
     cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
