@@ -43,7 +43,7 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import CUTS, Answer, Pair, cut_response, image_id, labelled_responses, soft_batch
+from .examples import CUTS, Answer, Pair, cut_response, image_id, image_paths, labelled_responses, soft_batch
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -77,10 +77,7 @@ class DetectorConfig:
     def __post_init__(self):
         self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
         self.openings = tuple(self.openings)
-        self.images = tuple(self.images)
-        missing = [p for p in self.images if not Path(p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"training image not found: {', '.join(missing)}")
+        self.images = image_paths(self.images)
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
@@ -125,11 +122,10 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
 def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int) -> list[Pair]:
     """The partial responses guarded generation checks while it produces the answer: one per ``interval`` tokens
     (none after the ``max_new_tokens``-th token, where a reminder could change nothing)."""
-    prompt, prefill, response, unsafe, image = answer.record.prompt, *answer[1:]
-    ids = adapter.tokens(response[len(prefill):])[0].tolist()[:max_new_tokens]
+    ids = adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
     last = min(len(ids), max_new_tokens - 1)
-    return [Pair(prompt, prefill + adapter.tokenizer.decode(ids[:k]), unsafe, adapter.tokenizer.decode(ids[k:]),
-                 image=image) for k in range(interval, last + 1, interval)]
+    return [Pair(answer.record.prompt, answer.prefill + adapter.tokenizer.decode(ids[:k]), answer.unsafe,
+                 adapter.tokenizer.decode(ids[k:]), image=answer.image) for k in range(interval, last + 1, interval)]
 
 
 @dataclass

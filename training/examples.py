@@ -60,6 +60,15 @@ class Answer(NamedTuple):
     image: str = ""  # path of the image in the user turn ("" = text only)
 
 
+def image_paths(paths) -> tuple[str, ...]:
+    """Training image paths as a tuple, each checked to exist (one clear error naming the missing ones)."""
+    paths = tuple(paths)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"training image not found: {', '.join(missing)}")
+    return paths
+
+
 @functools.lru_cache(maxsize=32)
 def training_image(path: str) -> Image.Image | None:
     """The image at ``path`` (RGB, opened once), or None for ""."""

@@ -49,7 +49,7 @@ from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
 from .detector import DetectorConfig, calibrate, check_pairs, fit, generation_checks
-from .examples import CUTS, Pair, cut_response, labelled_responses, soft_batch
+from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
 from .state import load_state, save_state
 
 
@@ -79,10 +79,7 @@ class SaptConfig:
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
     def __post_init__(self):
-        self.images = tuple(self.images)
-        missing = [p for p in self.images if not Path(p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"training image not found: {', '.join(missing)}")
+        self.images = image_paths(self.images)
 
 
 @dataclass
