@@ -11,7 +11,9 @@ Held-out (test split) prompts, greedy decoding, 96 new tokens, keyword refusal j
   ``template`` (the dev-mode role-play template), and ``gcg``/``pgd`` where a precomputed artefact for the model exists
   in ``assets/attacks/<attack>/<model>/`` (``suffix.txt`` / ``image.png``);
 * with the variant's reminder: ASR of each attack under guarded generation, and the share of benign answers that stay
-  token-identical to the unguarded ones.
+  token-identical to the unguarded ones, and the share of benign requests it fires on when they come with the clean
+  image the PGD images were optimised from (:func:`attacks.pgd.base_image`): a reminder trained with a PGD image must
+  not take any image for an attack.
 
 Unguarded text-only answers are decoded in equal-length batches (the same greedy tokens as :func:`reminder.generate`);
 guarded and image runs go through :func:`reminder.generate`. Figures are written to ``align.json`` (``metrics``) of the
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from attacks.pgd import base_image
 from attacks.prefill import apply_template
 from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
@@ -98,6 +101,9 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
             row["benign_unchanged_reminder"] = _rate(g.token_ids == ids for g, ids in zip(guarded, benign_ids,
                                                                                           strict=True))
             row["benign_fired_reminder"] = _rate(bool(g.injections) for g in guarded)
+            clean = [generate(adapter, p, image=base_image(), reminder=rem, max_new_tokens=max_new_tokens)
+                     for p in tqdm(benign, desc="benign + clean image", leave=False)]
+            row["benign_fired_reminder_clean_image"] = _rate(bool(g.injections) for g in clean)
         metrics[name] = row
     kept = [a for a, b in zip(correct["embedded-aligned"], correct["embedded"], strict=True) if b]
     metrics["factual_kept"] = _rate(kept)
@@ -120,7 +126,9 @@ def table(m: dict) -> str:
     lines += ["", f"Benign refusal: base {pct(base['benign_refusal'])}, aligned {pct(al['benign_refusal'])}; "
               f"factual accuracy base {pct(base['factual_accuracy'])}, aligned {pct(al['factual_accuracy'])} "
               f"(aligned keeps {pct(m['factual_kept'])} of the base model's correct answers); benign answers "
-              f"unchanged by the reminder: {pct(al.get('benign_unchanged_reminder'))}."]
+              f"unchanged by the reminder: {pct(al.get('benign_unchanged_reminder'))} (it fires on "
+              f"{pct(al.get('benign_fired_reminder'))}; with the clean image: "
+              f"{pct(al.get('benign_fired_reminder_clean_image'))})."]
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from reminder import Detector, Reminder, SoftPrompt, load_model
 from reminder.data import load_responses
@@ -224,10 +225,12 @@ def pair_features(adapter, pairs: list[Pair], soft: torch.Tensor, layer: int = -
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].partial))
     check = torch.empty(len(pairs), adapter.hidden_size)
     token = torch.empty(len(pairs), adapter.hidden_size)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        out = soft_batch(adapter, [pairs[j] for j in idx], soft, layer)
-        check[idx], token[idx] = out["check"].float().cpu(), out["token"].float().cpu()
+    with tqdm(total=len(pairs), desc="probe features", unit="pair", leave=False) as bar:
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            out = soft_batch(adapter, [pairs[j] for j in idx], soft, layer)
+            check[idx], token[idx] = out["check"].float().cpu(), out["token"].float().cpu()
+            bar.update(len(idx))
     return check, token
 
 
