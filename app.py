@@ -42,6 +42,8 @@ HEAVY = {"concurrency_limit": 1, "concurrency_id": "model"}  # one model job at 
 ARXIV = "https://arxiv.org/abs/2506.15734"
 EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image. "
                  "Image attacks (FigStep, MM-SafetyBench) reach it only through the text prompt.")
+ALIGNED_NOTE = (" Its safety adapter was trained on text only: with any image in the turn it refuses benign requests "
+                "more often (README, *Safety-aligned variant*).")
 
 
 def _import(name: str):
@@ -185,6 +187,8 @@ def on_model(model: str):
     """Refresh the reminder list and the honest image label for the chosen model."""
     choices = reminder_choices(model)
     label = EMBEDDED_NOTE if model.startswith("embedded") else ""
+    if model == "embedded-aligned":
+        label += ALIGNED_NOTE
     msg = "" if choices else f"No reminder for '{model}' yet: train one or upload a zip."
     return gr.update(choices=choices, value=choices[0][1] if choices else None), label, msg
 

@@ -164,3 +164,15 @@ def test_backend_endpoints(served):
                                              api_name="/benchmark")
         assert status == "done: 1 generations" and groups[0]["n"] == 1
         assert json.loads(fig["plot"])["data"][0]["x"] == ["none"]
+
+
+@pytest.mark.parametrize("model, says_text_only",
+                         [("embedded", False), ("embedded-aligned", True), ("qwen2-vl-2b", None)])
+def test_image_label_is_honest_for_each_model(model, says_text_only):
+    import app
+
+    _, label, _ = app.on_model(model)
+    if says_text_only is None:  # a real VLM sees its images: no caveat
+        assert label == ""
+    else:
+        assert "cannot really see the image" in label and ("trained on text only" in label) == says_text_only
