@@ -101,7 +101,8 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
             row["benign_unchanged_reminder"] = _rate(g.token_ids == ids for g, ids in zip(guarded, benign_ids,
                                                                                           strict=True))
             row["benign_fired_reminder"] = _rate(bool(g.injections) for g in guarded)
-            clean = [generate(adapter, p, image=base_image(), reminder=rem, max_new_tokens=max_new_tokens)
+            image = base_image()
+            clean = [generate(adapter, p, image=image, reminder=rem, max_new_tokens=max_new_tokens)
                      for p in tqdm(benign, desc="benign + clean image", leave=False)]
             row["benign_fired_reminder_clean_image"] = _rate(bool(g.injections) for g in clean)
         metrics[name] = row

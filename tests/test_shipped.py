@@ -11,6 +11,7 @@ from reminder import Reminder, generate, load_model
 from reminder.data import load_prompt_set
 from reminder.judges import is_refusal
 from reminder.models.registry import CHECKPOINTS
+from training.examples import AFFIRMATIVE_PREFILL
 
 HARMFUL = load_prompt_set("harmful", "test")
 BENIGN = load_prompt_set("benign", "test")
@@ -41,8 +42,8 @@ def test_shipped_reminder_stops_the_prefill_attack_and_spares_benign(name, case,
     model = aligned if name == "embedded-aligned" else embedded
     rem = Reminder.load(CHECKPOINTS / name, model)
     prompt = HARMFUL[case].prompt
-    attacked = generate(model, prompt, prefill="Sure, here is", max_new_tokens=28)
-    guarded = generate(model, prompt, prefill="Sure, here is", reminder=rem, max_new_tokens=28)
+    attacked = generate(model, prompt, prefill=AFFIRMATIVE_PREFILL, max_new_tokens=28)
+    guarded = generate(model, prompt, prefill=AFFIRMATIVE_PREFILL, reminder=rem, max_new_tokens=28)
     assert not is_refusal(attacked.text)
     assert guarded.injections and is_refusal(guarded.text)
     benign = BENIGN[0].prompt
