@@ -6,7 +6,9 @@ causal mask already hides the soft tokens from it, and its logits are those of a
 P(unsafe) >= threshold the reminder stays in the context and decoding continues from its last vector (or, in the
 official ``regenerate`` mode, restarts the answer from prompt + reminder); otherwise the cache is cropped back so
 the reminder leaves no trace. ``separate`` runs the check as its own few-token forward, ``reencode`` re-encodes the
-whole sequence without cache as the official code does (kept for the overhead benchmark).
+whole sequence without cache as the official code does (kept for the overhead benchmark). A reminder with
+``check_start`` is checked once more before the first token: the prompt is decode step 0, so that check rides in the
+prompt's own forward.
 
 Every generated token gets a P(unsafe) from the per-token probe on the hidden state the decode step computes anyway.
 """
@@ -106,7 +108,10 @@ def check_prompt(adapter: VLMAdapter, prompt: Prompt | Encoded, max_new_tokens: 
 
 def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None,
            config: GenerationConfig | None = None) -> Iterator[TokenEvent | CheckEvent | Generation]:
-    """Yield a TokenEvent per token and a CheckEvent per check; the last item is the finished Generation."""
+    """Yield a TokenEvent per token and a CheckEvent per check; the last item is the finished Generation.
+
+    The prompt is step 0: a reminder with ``check_start`` is also checked on it, before the first token.
+    """
     cfg = config or GenerationConfig()
     check_prompt(adapter, prompt, cfg.max_new_tokens)
     guarded = reminder is not None and cfg.guard
@@ -129,66 +134,70 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
     with torch.inference_mode():
         enc = adapter.encode(prompt)
         cache = adapter.new_cache()
-        last, _ = adapter.forward(enc.embeds, enc.positions, cache, layer)
-        logits = adapter.logits(last[:, -1])
         delta = enc.next_position - len(prompt)  # position = cache length + delta (M-RoPE offset)
+        step, positions = enc.embeds, enc.positions  # the real embeddings this step feeds: prompt, then a token
         start = time.perf_counter()
-        for _ in range(cfg.max_new_tokens):
+        while True:
+            n = len(ids)
+            # a check needs a token after it to matter: none after the last allowed one
+            due = (guarded and len(injections) < cfg.max_injections and n < cfg.max_new_tokens
+                   and (n % interval == 0 if n else reminder.check_start))
+            past, real = cache.get_seq_length(), step.shape[1]
+            x = step
+            if due and cfg.check == "fused":
+                x = torch.cat([step, soft], dim=1)
+                positions = torch.cat([positions, adapter.positions(past + real + delta, soft.shape[1])], dim=-1)
+            last, hid = adapter.forward(x, positions, cache, layer)
+            logits = adapter.logits(last[:, real - 1])
+            if n:
+                piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
+                pieces.append(piece)
+                p_tok = float(token_probe(hid[0, real - 1])) if token_probe is not None else None
+                if scores is not None:
+                    scores.append(p_tok)
+                yield TokenEvent(n - 1, ids[-1], piece, p_tok)
+
+            if due:
+                soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
+                if cfg.check == "fused":
+                    h_check, soft_last = hid[0, -1], last[:, -1]
+                elif cfg.check == "separate":
+                    last_s, h_s = adapter.forward(soft, adapter.positions(past + real + delta, soft.shape[1]), cache,
+                                                  layer)
+                    h_check, soft_last = h_s[0, -1], last_s[:, -1]
+                else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
+                    gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
+                    full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
+                    pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
+                    _, h_full = adapter.forward(full, pos, None, layer)
+                    h_check = h_full[0, -1]
+                check_logits.append(float(reminder.detector.logit(h_check)))
+                p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
+                fired = p >= threshold
+                checks.append(CheckEvent(n, p, fired))
+                yield checks[-1]
+                if not fired:
+                    if soft_last is not None:
+                        _truncate(cache, past + real)
+                else:
+                    injections.append(n)
+                    if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
+                        _truncate(cache, len(prompt))
+                        soft_last = None
+                    if soft_last is None:
+                        base = cache.get_seq_length()
+                        last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
+                        soft_last = last_s[:, -1]
+                    logits = adapter.logits(soft_last)
+
+            if n == cfg.max_new_tokens:
+                break
             tok = _pick(logits, suppress, cfg, gen)
             if tok in adapter.eos_ids and not cfg.ignore_eos:
                 break
             ids.append(tok)
-            n = len(ids)
-            # a check needs a token after it to matter: none after the last allowed one
-            due = (guarded and len(injections) < cfg.max_injections and n % interval == 0
-                   and n < cfg.max_new_tokens)
             step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
-            fused = due and cfg.check == "fused"
-            if fused:
-                step = torch.cat([step, soft], dim=1)
-            past = cache.get_seq_length()
-            last, hid = adapter.forward(step, adapter.positions(past + delta, step.shape[1]), cache, layer)
-            logits = adapter.logits(last[:, 0])
-
-            piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
-            pieces.append(piece)
-            p_tok = float(token_probe(hid[0, 0])) if token_probe is not None else None
-            if scores is not None:
-                scores.append(p_tok)
-            yield TokenEvent(n - 1, tok, piece, p_tok)
-            if not due:
-                continue
-
-            soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
-            if cfg.check == "fused":
-                h_check, soft_last = hid[0, -1], last[:, -1]
-            elif cfg.check == "separate":
-                last_s, h_s = adapter.forward(soft, adapter.positions(past + 1 + delta, soft.shape[1]), cache, layer)
-                h_check, soft_last = h_s[0, -1], last_s[:, -1]
-            else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
-                gen_emb = adapter.embed(torch.tensor([ids], device=adapter.device))
-                full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
-                pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
-                _, h_full = adapter.forward(full, pos, None, layer)
-                h_check = h_full[0, -1]
-            check_logits.append(float(reminder.detector.logit(h_check)))
-            p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
-            fired = p >= threshold
-            checks.append(CheckEvent(n, p, fired))
-            yield checks[-1]
-            if not fired:
-                if soft_last is not None:
-                    _truncate(cache, past + 1)
-                continue
-            injections.append(n)
-            if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
-                _truncate(cache, len(prompt))
-                soft_last = None
-            if soft_last is None:
-                base = cache.get_seq_length()
-                last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
-                soft_last = last_s[:, -1]
-            logits = adapter.logits(soft_last)
+            positions = adapter.positions(cache.get_seq_length() + delta, 1)
         seconds = time.perf_counter() - start
 
     yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, cfg.mode)

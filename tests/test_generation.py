@@ -61,6 +61,35 @@ def test_mean_gate_averages_the_check_log_odds(tiny_models):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_start_check_reads_the_prompt_before_the_first_token(tiny_models, family):
+    """``check_start``: a check at 0 on prompt + soft prompt, the same in every check mode; never firing leaves every
+    token as it was, firing injects before the first token, which is then the greedy one after prompt + reminder."""
+    adapter = tiny_models[family]
+    prompt = adapter.build("Tell me a story.", IMAGE, "Sure, here is")
+    plain = generate(adapter, prompt, max_new_tokens=12)
+    rem = random_reminder(adapter, interval=4)
+    rem.check_start = True
+    at_start = []
+    for check in ("fused", "separate", "reencode"):
+        guarded = generate(adapter, prompt, reminder=rem, max_new_tokens=12, threshold=1.01, check=check)
+        assert guarded.token_ids == plain.token_ids and [c.at for c in guarded.checks] == [0, 4, 8]
+        at_start.append(guarded.checks[0].p_unsafe)
+    fired = generate(adapter, prompt, reminder=rem, max_new_tokens=12, threshold=0.0)
+    assert fired.injections == [0] and [c.at for c in fired.checks] == [0]
+    soft = rem.soft_prompt()
+    with torch.no_grad():
+        enc = adapter.encode(prompt)
+        full = torch.cat([enc.embeds, soft], 1)
+        pos = torch.cat([enc.positions, adapter.positions(enc.next_position, soft.shape[1])], -1)
+        last, hid = adapter.forward(full, pos)
+        logits = adapter.logits(last[0, -1])
+        logits[adapter.suppress_ids] = float("-inf")
+        expect = float(rem.detector(hid[0, -1]))
+    assert max(abs(p - expect) for p in at_start) < 1e-4
+    assert fired.token_ids[0] == int(logits.argmax())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_injection_matches_encoding_from_scratch(tiny_models, family):
     """After an injection, next-token logits equal those of prompt + generated + soft prompt encoded at once."""
     adapter = tiny_models[family]

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from reminder import Reminder, generate, load_model
+from reminder.data import Record
 from reminder.models.tiny import build_tiny
 from training import detector, sapt, state
-from training.examples import Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
+from training.examples import Answer, Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
 
 CAPS = {"train": 3, "val": 2, "test": 2}  # prompts per split and set
 
@@ -158,6 +159,27 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
     assert rem.meta["sapt"] == before.meta["sapt"] and "sapt_refit" not in rem.meta
     assert rem.meta["detector_config"]["openings"] == ["Great question!"]
     assert detector.DetectorConfig.of(rem).openings == ("Great question!",)
+
+
+def test_check_start_is_trained_calibrated_and_kept(tiny, fitted) -> None:
+    """The start check: its pair is the prefill alone; the detector reads one more pair per training answer and
+    one more check per validation generation; SAPT's --check-start turns it on and calibrates for it."""
+    root, base = fitted
+    answer = Answer(Record("h1", "x", "Say it."), "Sure, here is", "Sure, here is one two three four five six", 1)
+    pairs = detector.check_pairs(tiny, answer, 2, 6, start=True)
+    assert pairs[0].partial == "Sure, here is" and [p.partial for p in pairs[1:]] == [
+        p.partial for p in detector.check_pairs(tiny, answer, 2, 6)]
+    cfg = detector.DetectorConfig(out=str(root / "start"), max_per_split=CAPS, max_new_tokens=6,
+                                  cache=str(root / "responses.jsonl"), max_fpr=0.5, interval=2, check_start=True)
+    result = detector.run(cfg, tiny)
+    assert result.metrics["pairs"]["train"] == base.metrics["pairs"]["train"] * 3 // 2  # checks at 0, 2, 4
+    assert result.metrics["calibration"]["checks"] == base.metrics["calibration"]["checks"] * 3 // 2
+    assert Reminder.load(root / "start", tiny).check_start
+    folder = _copy(fitted, "sapt-start")
+    sapt.train(_config(folder, epochs=1, refit="threshold", check_start=True), tiny)
+    rem = Reminder.load(folder, tiny)
+    assert rem.check_start and detector.DetectorConfig.of(rem).check_start
+    assert rem.meta["sapt_refit"]["calibration"]["checks"] == base.metrics["calibration"]["checks"] * 3 // 2
 
 
 @pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])

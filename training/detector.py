@@ -61,6 +61,7 @@ class DetectorConfig:
     cuts: str = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
+    check_start: bool = False  # also check before the first token (stored in the reminder; trained and calibrated)
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations (see load_pairs)
@@ -82,9 +83,11 @@ class DetectorConfig:
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
-        """The settings the reminder's detector was fitted with (``detector_config`` in its metadata)."""
+        """The settings the reminder's detector was fitted with (``detector_config`` in its metadata), with the
+        reminder's own check points."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known})
+        fitted = {k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known}
+        return cls(**fitted | {"check_start": reminder.check_start})
 
 
 @dataclass
@@ -112,7 +115,7 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
         for ans in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
                                       openings=cfg.openings if train else (), images=cfg.images if train else ()):
             if train and cfg.cuts == "checks":
-                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens)
+                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens, cfg.check_start)
                 continue
             for _ in range(cfg.train_cuts if train else 1):
                 partial, rest = cut_response(ans.response, rng)
@@ -120,13 +123,15 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     return pairs
 
 
-def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int) -> list[Pair]:
+def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, start: bool = False) -> list[Pair]:
     """The partial responses guarded generation checks while it produces the answer: one per ``interval`` tokens
-    (none after the ``max_new_tokens``-th token, where a reminder could change nothing)."""
+    (none after the ``max_new_tokens``-th token, where a reminder could change nothing), and with ``start`` the
+    empty one (just the prefill, if any) before the first token."""
     ids = adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
     last = min(len(ids), max_new_tokens - 1)
+    points = range(0 if start else interval, last + 1, interval)
     return [Pair(answer.record.prompt, answer.prefill + adapter.tokenizer.decode(ids[:k]), answer.unsafe,
-                 adapter.tokenizer.decode(ids[k:]), image=answer.image) for k in range(interval, last + 1, interval)]
+                 adapter.tokenizer.decode(ids[k:]), image=answer.image) for k in points]
 
 
 @dataclass
@@ -142,10 +147,11 @@ class GenerationChecks:
 
 def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
                       split: str = "val") -> GenerationChecks:
-    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point."""
+    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
+    ``cfg.check_start``, also before its first token)."""
     cap = cfg.max_per_split.get(split)
     gens = labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
-    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens) for g in gens]
+    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens, cfg.check_start) for g in gens]
     feats, _ = pair_features(adapter, [p for ps in per_gen for p in ps], soft, layer, cfg.batch_size)
     kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
     return GenerationChecks(feats, np.repeat(np.arange(len(gens)), [len(ps) for ps in per_gen]),
@@ -309,7 +315,8 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
              | {"image_ids": [image_id(p) for p in cfg.images]},
              "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
-                   interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate, meta=meta)
+                   interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate,
+                   check_start=cfg.check_start, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
     return DetectorResult(rem, metrics, folder)
 
@@ -349,6 +356,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
     ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
+    ap.add_argument("--check-start", action="store_true",
+                    help="also check before the first token, on the prompt (and prefill) alone")
     ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
                     help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
     ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
@@ -367,7 +376,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
     cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate, a.cuts,
                          max_new_tokens=a.max_new_tokens,
-                         interval=a.interval, max_per_split=caps,
+                         interval=a.interval, check_start=a.check_start, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
                          images=tuple(a.images))

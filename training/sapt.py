@@ -3,7 +3,8 @@
     python -m training.sapt --model embedded --out checkpoints/embedded [--resume] [--epochs 2] [--lr 1e-2]
 
 Each training example is a prompt plus the model's own response cut at one of the points where guarded generation
-checks it (every ``interval`` tokens, chosen at random; ``--cuts random``: at a random word boundary, about a third
+checks it (every ``interval`` tokens, and before the first token for a reminder with ``check_start``, chosen at
+random; ``--cuts random``: at a random word boundary, about a third
 empty, else at least ~20 characters), followed by the soft prompt:
 
 * harmful: prompt + the start of a compliant answer (the model's own, after the prefill "Sure, here is" or unprompted
@@ -76,6 +77,7 @@ class SaptConfig:
     refit: str = "threshold"  # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
+    check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
     def __post_init__(self):
@@ -108,9 +110,10 @@ class Example:
     target: list[int]
 
 
-def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int = 16) -> list[Example]:
+def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int = 16,
+                   start: bool = False) -> list[Example]:
     """Harmful and benign examples of ``split`` (fixed by ``cfg.seed``), in a fixed order; check points every
-    ``interval`` tokens (the reminder's)."""
+    ``interval`` tokens and, with ``start``, before the first token (the reminder's)."""
     rng = random.Random(cfg.seed)
     refusals = load_refusals()
     eos = adapter.tokenizer.eos_token_id
@@ -119,7 +122,7 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
     out: list[Example] = []
     images = cfg.images if split == "train" else ()
     for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images):
-        points = check_pairs(adapter, ans, interval, cfg.max_new_tokens) if cfg.cuts == "checks" else []
+        points = check_pairs(adapter, ans, interval, cfg.max_new_tokens, start) if cfg.cuts == "checks" else []
         if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest
         else:
@@ -165,8 +168,9 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     adapter = adapter or load_model(cfg.model)
     adapter.model.to(accelerator.device).requires_grad_(False)
     reminder = Reminder.load(cfg.out, adapter)
+    reminder.check_start = reminder.check_start or cfg.check_start
     reminder.detector.to(accelerator.device)
-    examples = build_examples(adapter, cfg, interval=reminder.interval)
+    examples = build_examples(adapter, cfg, interval=reminder.interval, start=reminder.check_start)
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
@@ -228,7 +232,7 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
     """Mean validation loss and detector accuracy at 0.5 on the first ``eval_examples`` validation examples."""
     if not cfg.eval_examples:
         return {}
-    val = build_examples(adapter, cfg, "val", reminder.interval)
+    val = build_examples(adapter, cfg, "val", reminder.interval, reminder.check_start)
     rng = random.Random(cfg.seed)
     val = rng.sample(val, min(cfg.eval_examples, len(val)))
     soft = reminder.soft_prompt(adapter.dtype, adapter.device)
@@ -294,12 +298,14 @@ def main(argv: list[str] | None = None) -> TrainResult:
                     help="images put in the user turn of extra training conversations (harmful and benign)")
     ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
                     help="cut responses at a random check point or at a random word boundary")
+    ap.add_argument("--check-start", action="store_true",
+                    help="also check before the first token: trained for, then calibrated (kept in the reminder)")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
                     help="after training: calibrate the threshold again, also refit the probes, or neither")
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
                      a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
-                     refit=a.refit, images=tuple(a.images))
+                     refit=a.refit, images=tuple(a.images), check_start=a.check_start)
     cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
