@@ -136,7 +136,6 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
         cache = adapter.new_cache()
         delta = enc.next_position - len(prompt)  # position = cache length + delta (M-RoPE offset)
         step, positions = enc.embeds, enc.positions  # the real embeddings this step feeds: prompt, then a token
-        start = time.perf_counter()
         while True:
             n = len(ids)
             # a check needs a token after it to matter: none after the last allowed one
@@ -149,6 +148,8 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
                 positions = torch.cat([positions, adapter.positions(past + real + delta, soft.shape[1])], dim=-1)
             last, hid = adapter.forward(x, positions, cache, layer)
             logits = adapter.logits(last[:, real - 1])
+            if not n:
+                start = time.perf_counter()  # decoding time, after the prompt's forward
             if n:
                 piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
                 pieces.append(piece)
