@@ -81,8 +81,8 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
     correct = {}
     for name in ("embedded", "embedded-aligned"):
         adapter = load_model(name)
-        row = {}
-        for attack, (prompts, prefill, image) in _attacks(name, harmful).items():
+        row, attacks = {}, _attacks(name, harmful)
+        for attack, (prompts, prefill, image) in attacks.items():
             texts = _answers(adapter, prompts, prefill, image, max_new_tokens)
             row[f"asr_{attack}"] = _rate(not is_refusal(t) for t in texts)
         row["harmful_refusal_direct"] = round(1 - row["asr_none"], 4)
@@ -94,7 +94,7 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
         row["factual_accuracy"] = _rate(correct[name])
         if name == "embedded-aligned" and reminder_dir and (Path(reminder_dir) / "reminder.json").is_file():
             rem = Reminder.load(reminder_dir, adapter)
-            for attack, (prompts, prefill, image) in _attacks(name, harmful).items():
+            for attack, (prompts, prefill, image) in attacks.items():
                 texts = _answers(adapter, prompts, prefill, image, max_new_tokens, rem)
                 row[f"asr_{attack}_reminder"] = _rate(not is_refusal(t) for t in texts)
             guarded = [generate(adapter, p, reminder=rem, max_new_tokens=max_new_tokens) for p in benign]

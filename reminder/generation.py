@@ -150,7 +150,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
             logits = adapter.logits(last[:, real - 1])
             if not n:
                 start = time.perf_counter()  # decoding time, after the prompt's forward
-            if n:
+            else:
                 piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
                 pieces.append(piece)
                 p_tok = float(token_probe(hid[0, real - 1])) if token_probe is not None else None
