@@ -143,6 +143,24 @@ def test_sapt_calibrates_again_through_trained_prompt(tiny, fitted, mode) -> Non
     assert torch.allclose(rem.detector(h), before.detector(h)) == (mode == "threshold")
 
 
+def test_calibrate_only_chooses_the_threshold_again_and_keeps_the_rest(tiny, fitted) -> None:
+    folder = _copy(fitted, "recalibrated")
+    before = Reminder.load(folder, tiny)
+    before.threshold = 0.999
+    before.save(folder)
+    result = detector.recalibrate(folder, tiny, "python -m training.detector --calibrate-only")
+    rem = Reminder.load(folder, tiny)
+    # same prompt, probe and validation generations as when it was fitted: the fitted threshold comes back
+    assert rem.threshold == pytest.approx(fitted[1].reminder.threshold) == pytest.approx(result.metrics["threshold"])
+    rec = rem.meta["recalibration"]
+    assert rec["previous_threshold"] == pytest.approx(0.999) and rec["command"].endswith("--calibrate-only")
+    assert rec["calibration"] == fitted[1].metrics["calibration"]
+    assert rem.meta["detector_metrics"] == before.meta["detector_metrics"]
+    assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)
+    h = torch.randn(2, tiny.hidden_size)
+    assert torch.allclose(rem.detector(h), before.detector(h))
+
+
 def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitted) -> None:
     root, _ = fitted
     trained = _copy(fitted, "trained")

@@ -183,6 +183,27 @@ def calibrate(checks: GenerationChecks, detector: Detector, aggregate: str, max_
                        "checks": len(checks.gen), "fired": fired, "aggregate": aggregate}
 
 
+def calibrate_reminder(adapter, reminder: Reminder, cfg: DetectorConfig) -> tuple[float, dict]:
+    """(threshold, firing rates) for ``reminder``'s own prompt and check probe on ``cfg``'s validation generations."""
+    soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
+    checks = generation_checks(adapter, soft, cfg, reminder.interval, reminder.layer)
+    return calibrate(checks, reminder.detector.cpu(), reminder.aggregate, cfg.max_fpr)
+
+
+def recalibrate(folder: str | Path, adapter, command: str = "") -> DetectorResult:
+    """Choose the threshold of the reminder in ``folder`` again (same prompt, probes and ``max_fpr``) on the
+    validation generations as they are now, e.g. after validation prompts were added; saved with a
+    ``recalibration`` record (previous threshold, firing rates, command, seconds)."""
+    start = time.perf_counter()
+    reminder = Reminder.load(folder, adapter)
+    threshold, calibration = calibrate_reminder(adapter, reminder, DetectorConfig.of(reminder))
+    metrics = {"threshold": threshold, "previous_threshold": reminder.threshold, "calibration": calibration}
+    reminder.threshold = threshold
+    reminder.meta["recalibration"] = metrics | {"command": command,
+                                               "seconds": round(time.perf_counter() - start, 1)}
+    return DetectorResult(reminder, metrics, reminder.save(folder))
+
+
 def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) -> tuple[dict[str, Detector], float,
                                                                                       dict]:
     """Fit the check and token probes on pairs read through ``soft`` [1, n, d] and calibrate the threshold.
@@ -372,7 +393,15 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
     ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
+    ap.add_argument("--calibrate-only", action="store_true",
+                    help="keep the reminder in --out and only choose its threshold again on the validation "
+                         "generations (its own settings; the fitting options above are ignored)")
     a = ap.parse_args(argv)
+    command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if a.calibrate_only:
+        result = recalibrate(a.out, load_model(a.model), command)
+        print(json.dumps(result.metrics, indent=2))
+        return result
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
     cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate, a.cuts,
                          max_new_tokens=a.max_new_tokens,
@@ -380,7 +409,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
                          images=tuple(a.images))
-    cfg.command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
+    cfg.command = command
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
     return result

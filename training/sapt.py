@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
-from .detector import DetectorConfig, calibrate, check_pairs, fit, generation_checks
+from .detector import DetectorConfig, calibrate_reminder, check_pairs, fit
 from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
 from .state import load_state, save_state
 
@@ -250,14 +250,13 @@ def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
     """
     det_cfg = DetectorConfig.of(reminder)
     det_cfg.cache = cfg.cache or det_cfg.cache
-    soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
     if cfg.refit == "detector":
+        soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
         detectors, threshold, metrics = fit(adapter, soft, det_cfg, reminder.interval)
         reminder.detector, reminder.token_detector = detectors["check"], detectors["token"]
         reminder.meta["detector_metrics"] = metrics
     else:
-        checks = generation_checks(adapter, soft, det_cfg, reminder.interval, reminder.layer)
-        threshold, calibration = calibrate(checks, reminder.detector.cpu(), reminder.aggregate, det_cfg.max_fpr)
+        threshold, calibration = calibrate_reminder(adapter, reminder, det_cfg)
         metrics = {"threshold": threshold, "calibration": calibration}
     reminder.threshold = threshold
     reminder.meta["sapt_refit"] = {"mode": cfg.refit, **metrics}
