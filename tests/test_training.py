@@ -148,7 +148,7 @@ def test_calibrate_only_chooses_the_threshold_again_and_keeps_the_rest(tiny, fit
     before = Reminder.load(folder, tiny)
     before.threshold = 0.999
     before.save(folder)
-    result = detector.recalibrate(folder, tiny, "python -m training.detector --calibrate-only")
+    result = detector.main(["--out", str(folder), "--calibrate-only"])  # the model: the reminder's own
     rem = Reminder.load(folder, tiny)
     # same prompt, probe and validation generations as when it was fitted: the fitted threshold comes back
     assert rem.threshold == pytest.approx(fitted[1].reminder.threshold) == pytest.approx(result.metrics["threshold"])
@@ -159,6 +159,13 @@ def test_calibrate_only_chooses_the_threshold_again_and_keeps_the_rest(tiny, fit
     assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)
     h = torch.randn(2, tiny.hidden_size)
     assert torch.allclose(rem.detector(h), before.detector(h))
+
+
+def test_calibrate_only_refuses_a_folder_without_a_reminder(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        detector.main(["--out", str(tmp_path), "--calibrate-only"])
+    assert exit_.value.code == 2 and "is not a reminder folder" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitted) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from reminder import Detector, Reminder, SoftPrompt, load_model
+from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model
 from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
@@ -364,7 +364,7 @@ def eval_llava(adapter, detectors: dict[str, Detector], soft: torch.Tensor, cfg:
 
 def main(argv: list[str] | None = None) -> DetectorResult:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--model", help="default: embedded (with --calibrate-only: the reminder's own model)")
     ap.add_argument("--out", default="checkpoints/embedded")
     ap.add_argument("--layer", type=int, default=-1)
     ap.add_argument("--n-components", type=int, default=0)
@@ -399,12 +399,15 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     a = ap.parse_args(argv)
     command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
     if a.calibrate_only:
-        result = recalibrate(a.out, load_model(a.model), command)
+        try:  # a clear message for a missing or broken folder, before any model loads
+            result = recalibrate(a.out, load_model(a.model or Reminder.load(a.out).model), command)
+        except ReminderError as err:
+            ap.error(str(err))
         print(json.dumps(result.metrics, indent=2))
         return result
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
-    cfg = DetectorConfig(a.model, a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate, a.cuts,
-                         max_new_tokens=a.max_new_tokens,
+    cfg = DetectorConfig(a.model or "embedded", a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate,
+                         a.cuts, max_new_tokens=a.max_new_tokens,
                          interval=a.interval, check_start=a.check_start, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
