@@ -90,8 +90,8 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
         "detector_auroc_checks": per_check["auroc"], "detector_auroc_generations": per_gen["auroc"],
         "detector_fired_test": {k: rate(peak[gens.kind == k] >= rem.threshold) for k in dict.fromkeys(gens.kind)},
         "n_harmful": len(harmful), "n_benign": len(benign), "max_new_tokens": max_new_tokens,
-        "threshold": rem.threshold, "interval": rem.interval, "check_start": rem.check_start, "judge": "keyword",
-        "split": "test",
+        "threshold": rem.threshold, "interval": rem.interval, "check_start": rem.check_start,
+        "check_end": rem.check_end, "judge": "keyword", "split": "test",
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(metrics, indent=2))

@@ -5,7 +5,8 @@ Layout (the only place that reads or writes it)::
     soft_prompt.safetensors   {"prompt_embeddings": [n, d]}       peft's prompt-tuning layout
     adapter_config.json       peft PromptTuningConfig
     detector.safetensors      {"check.*": probe at the last soft-prompt token, "token.*": per-token probe}
-    reminder.json             model, hidden size, layer, interval, check_start, threshold, training metadata, metrics
+    reminder.json             model, hidden size, layer, interval, check_start, check_end, threshold, training
+                              metadata, metrics
 
 Only safetensors are read. The official SAPT code's ``.pth`` soft prompts (one key ``embedding.weight``) can be
 imported with :func:`import_official_soft_prompt`, which loads them with ``weights_only=True``.
@@ -50,6 +51,7 @@ class Reminder:
     threshold: float = 0.5
     aggregate: str = "last"  # how checks combine into the gate's score (reminder.detector.gate)
     check_start: bool = False  # also check before the first generated token (on the prompt and any prefill)
+    check_end: bool = False  # also check an answer that ends between check points, before it ends
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,7 +85,8 @@ class Reminder:
         save_file({k: v.cpu() for k, v in probes.items()}, tmp / "detector.safetensors")
         info = {"model": self.model, "hidden_size": self.hidden_size, "n_tokens": self.soft_prompt.n_tokens,
                 "layer": self.layer, "interval": self.interval, "threshold": self.threshold,
-                "aggregate": self.aggregate, "check_start": self.check_start, **self.meta}
+                "aggregate": self.aggregate, "check_start": self.check_start,
+                "check_end": self.check_end, **self.meta}
         (tmp / "reminder.json").write_text(json.dumps(info, indent=2, default=str))
 
     @classmethod
@@ -110,7 +113,8 @@ class Reminder:
             raise ReminderError(f"{folder}/detector.safetensors has no 'check' probe")
         if detector.hidden_size != prompt.shape[-1]:
             raise ReminderError(f"{folder}: detector and soft prompt disagree on the hidden size")
-        core = {k: info.pop(k) for k in ("model", "layer", "interval", "threshold", "aggregate", "check_start")
+        core = {k: info.pop(k) for k in ("model", "layer", "interval", "threshold", "aggregate", "check_start",
+                                              "check_end")
                 if k in info}
         if core.get("aggregate", "last") not in AGGREGATES:
             raise ReminderError(f"{folder}: unknown gate aggregate {core['aggregate']!r} "

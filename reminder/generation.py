@@ -8,7 +8,9 @@ official ``regenerate`` mode, restarts the answer from prompt + reminder); other
 the reminder leaves no trace. ``separate`` runs the check as its own few-token forward, ``reencode`` re-encodes the
 whole sequence without cache as the official code does (kept for the overhead benchmark). A reminder with
 ``check_start`` is checked once more before the first token: the prompt is decode step 0, so that check rides in the
-prompt's own forward.
+prompt's own forward. One with ``check_end`` also reads an answer that ends between check points (the model picked
+end-of-turn): a separate few-token check before it ends, so that an answer shorter than ``interval`` is checked too;
+if it fires, the model goes on from the reminder instead of stopping.
 
 Every generated token gets a P(unsafe) from the per-token probe on the hidden state the decode step computes anyway.
 """
@@ -131,6 +133,26 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
     injections: list[int] = []
     decoded = ""
 
+    def score(h_check: torch.Tensor) -> CheckEvent:
+        """Gate the check probe's reading of hidden state [d] with the earlier checks; record the check."""
+        check_logits.append(float(reminder.detector.logit(h_check)))
+        p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
+        checks.append(CheckEvent(len(ids), p, p >= threshold))
+        return checks[-1]
+
+    def inject(soft_last: torch.Tensor | None) -> torch.Tensor:
+        """Keep the reminder in the context (its last vector's final state [1, d], if already in the cache) and
+        return the logits [1, V] the answer goes on from."""
+        injections.append(len(ids))
+        if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
+            _truncate(cache, len(prompt))
+            soft_last = None
+        if soft_last is None:
+            base = cache.get_seq_length()
+            last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
+            soft_last = last_s[:, -1]
+        return adapter.logits(soft_last)
+
     with torch.inference_mode():
         enc = adapter.encode(prompt)
         cache = adapter.new_cache()
@@ -172,30 +194,27 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
                     pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
                     _, h_full = adapter.forward(full, pos, None, layer)
                     h_check = h_full[0, -1]
-                check_logits.append(float(reminder.detector.logit(h_check)))
-                p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
-                fired = p >= threshold
-                checks.append(CheckEvent(n, p, fired))
-                yield checks[-1]
-                if not fired:
+                yield score(h_check)
+                if not checks[-1].fired:
                     if soft_last is not None:
                         _truncate(cache, past + real)
                 else:
-                    injections.append(n)
-                    if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
-                        _truncate(cache, len(prompt))
-                        soft_last = None
-                    if soft_last is None:
-                        base = cache.get_seq_length()
-                        last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
-                        soft_last = last_s[:, -1]
-                    logits = adapter.logits(soft_last)
+                    logits = inject(soft_last)
 
             if n == cfg.max_new_tokens:
                 break
             tok = _pick(logits, suppress, cfg, gen)
             if tok in adapter.eos_ids and not cfg.ignore_eos:
-                break
+                if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
+                    break
+                past = cache.get_seq_length()  # the end check: the answer stops between check points
+                last_s, h_s = adapter.forward(soft, adapter.positions(past + delta, soft.shape[1]), cache, layer)
+                yield score(h_s[0, -1])
+                if not checks[-1].fired:
+                    break
+                tok = _pick(inject(last_s[:, -1]), suppress, cfg, gen)
+                if tok in adapter.eos_ids:
+                    break
             ids.append(tok)
             step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
             positions = adapter.positions(cache.get_seq_length() + delta, 1)

@@ -18,7 +18,8 @@ def test_prompt_sets_have_fixed_disjoint_splits() -> None:
     assert sum(r.category == "risky_but_safe" for r in benign) >= 55
     assert len({r.id for r in benign + harmful}) == len(benign) + len(harmful)
     assert {r.safe for r in benign} == {True} and {r.safe for r in harmful} == {False}
-    # the test split is fixed; validation grew twice (benign 46 -> 64 -> 204, harmful 23 -> 38 -> 88) for steadier thresholds
+    # the test split is fixed; validation grew twice (benign 46 -> 64 -> 204, harmful 23 -> 38 -> 88) for steadier
+    # thresholds
     held_out = {"benign": {"val": 204, "test": 76}, "harmful": {"val": 88, "test": 39}}
     for name, records in (("benign", benign), ("harmful", harmful)):
         assert {s: sum(r.split == s for r in records) for s in ("val", "test")} == held_out[name]

@@ -89,6 +89,38 @@ def test_start_check_reads_the_prompt_before_the_first_token(tiny_models, family
     assert fired.token_ids[0] == int(logits.argmax())
 
 
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+def test_end_check_reads_an_answer_that_stops_between_check_points(tiny_models, family, monkeypatch):
+    """``check_end``: an answer that ends (end-of-turn) between two check points is read once more before it ends,
+    as prompt + answer + soft prompt; never firing, it ends exactly as unguarded; firing, the reminder enters there and
+    the answer goes on with the greedy token after it instead of stopping."""
+    adapter = tiny_models[family]
+    prompt = adapter.build("Tell me a story.", IMAGE)
+    ids = generate(adapter, prompt, max_new_tokens=16).token_ids
+    k = next(i for i in range(5, 16) if i % 4 and ids[i] not in ids[:i])  # make the k-th token end the turn
+    monkeypatch.setattr(adapter, "eos_ids", adapter.eos_ids | {ids[k]})
+    plain = generate(adapter, prompt, max_new_tokens=16)
+    assert plain.token_ids == ids[:k]
+    rem = random_reminder(adapter, interval=4, threshold=1.01)
+    assert [c.at for c in generate(adapter, prompt, reminder=rem, max_new_tokens=16).checks] == list(range(4, k, 4))
+    rem.check_end = True
+    quiet = generate(adapter, prompt, reminder=rem, max_new_tokens=16)
+    assert quiet.token_ids == plain.token_ids and [c.at for c in quiet.checks] == [*range(4, k, 4), k]
+    soft = rem.soft_prompt()
+    with torch.no_grad():
+        enc = adapter.encode(prompt)
+        full = torch.cat([enc.embeds, adapter.embed(torch.tensor([ids[:k]])), soft], 1)
+        pos = torch.cat([enc.positions, adapter.positions(enc.next_position, k + soft.shape[1])], -1)
+        last, hid = adapter.forward(full, pos)
+        logits = adapter.logits(last[0, -1])
+        logits[adapter.suppress_ids] = float("-inf")
+    assert quiet.checks[-1].p_unsafe == pytest.approx(float(rem.detector(hid[0, -1])), abs=1e-4)
+    rem.interval = 16  # no regular check before the end: the end check is the one that fires
+    fired = generate(adapter, prompt, reminder=rem, max_new_tokens=16, threshold=0.0)
+    assert [c.at for c in fired.checks] == fired.injections == [k]
+    assert fired.token_ids[:k] == ids[:k] and len(fired.token_ids) > k and fired.token_ids[k] == int(logits.argmax())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_injection_matches_encoding_from_scratch(tiny_models, family):
     """After an injection, next-token logits equal those of prompt + generated + soft prompt encoded at once."""

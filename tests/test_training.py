@@ -128,6 +128,11 @@ def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
     guarded = generate(tiny, "How do I bake bread?", reminder=rem, max_new_tokens=8, threshold=0.0, interval=2)
     assert guarded.injections == [2] and guarded.token_ids != plain.token_ids
     assert (folder / state.STATE_TENSORS).is_file() and (folder / state.STATE_JSON).is_file()
+    assert rem.meta["sapt"]["step"] == 6 and rem.meta["sapt"]["device"] == "cpu" and "sapt_history" not in rem.meta
+    again = sapt.train(_config(folder, epochs=1), tiny)  # a second run continues from the trained prompt
+    assert again.losses[0] < result.losses[0]
+    rem2 = Reminder.load(folder, tiny)
+    assert rem2.meta["sapt"]["step"] == 1 and rem2.meta["sapt_history"] == [rem.meta["sapt"]]
 
 
 @pytest.mark.parametrize("mode", ["threshold", "detector"])
@@ -205,6 +210,26 @@ def test_check_start_is_trained_calibrated_and_kept(tiny, fitted) -> None:
     rem = Reminder.load(folder, tiny)
     assert rem.check_start and detector.DetectorConfig.of(rem).check_start
     assert rem.meta["sapt_refit"]["calibration"]["checks"] == base.metrics["calibration"]["checks"] * 3 // 2
+
+
+def test_end_check_pairs_and_calibrate_only_turns_the_end_check_on(tiny, fitted) -> None:
+    """The end check's pair is the whole answer, only for one that ended (before ``max_new_tokens``) between check
+    points; ``--calibrate-only --check-end`` turns the check on for a trained reminder and calibrates with it."""
+    answer = Answer(Record("h1", "x", "Say it."), "", "one two three four five", 1)
+    ids = tiny.tokens(answer.response)[0].tolist()
+    n = len(ids)
+    points = lambda interval, max_new, end: [  # noqa: E731
+        len(tiny.tokens(p.partial)[0]) for p in detector.check_pairs(tiny, answer, interval, max_new, end=end)]
+    assert points(n - 1, n + 2, False) == [n - 1] and points(n - 1, n + 2, True) == [n - 1, n]
+    assert detector.check_pairs(tiny, answer, n - 1, n + 2, end=True)[-1].partial == tiny.tokenizer.decode(ids)
+    assert points(n - 1, n, True) == [n - 1]  # cut off at max_new_tokens: it did not end, nothing more to read
+    assert points(n, n + 2, True) == [n]  # ended on a check point: already read there
+    folder = _copy(fitted, "end-check")
+    assert not Reminder.load(folder, tiny).check_end
+    detector.main(["--out", str(folder), "--calibrate-only", "--check-end"])
+    rem = Reminder.load(folder, tiny)
+    assert rem.check_end and rem.meta["recalibration"]["command"].endswith("--calibrate-only --check-end")
+    assert detector.DetectorConfig.of(rem).check_end
 
 
 @pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])

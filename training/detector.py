@@ -62,6 +62,7 @@ class DetectorConfig:
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
     check_start: bool = False  # also check before the first token (stored in the reminder; trained and calibrated)
+    check_end: bool = False  # also check an answer that ends between check points (stored; trained and calibrated)
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations (see load_pairs)
@@ -87,7 +88,7 @@ class DetectorConfig:
         reminder's own check points."""
         known = {f.name for f in fields(cls)}
         fitted = {k: v for k, v in reminder.meta.get("detector_config", {}).items() if k in known}
-        return cls(**fitted | {"check_start": reminder.check_start})
+        return cls(**fitted | {"check_start": reminder.check_start, "check_end": reminder.check_end})
 
 
 @dataclass
@@ -115,7 +116,7 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
         for ans in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
                                       openings=cfg.openings if train else (), images=cfg.images if train else ()):
             if train and cfg.cuts == "checks":
-                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens, cfg.check_start)
+                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens, cfg.check_start, cfg.check_end)
                 continue
             for _ in range(cfg.train_cuts if train else 1):
                 partial, rest = cut_response(ans.response, rng)
@@ -123,13 +124,17 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     return pairs
 
 
-def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, start: bool = False) -> list[Pair]:
+def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, start: bool = False,
+                end: bool = False) -> list[Pair]:
     """The partial responses guarded generation checks while it produces the answer: one per ``interval`` tokens
-    (none after the ``max_new_tokens``-th token, where a reminder could change nothing), and with ``start`` the
-    empty one (just the prefill, if any) before the first token."""
+    (none after the ``max_new_tokens``-th token, where a reminder could change nothing), with ``start`` the empty one
+    (just the prefill, if any) before the first token, and with ``end`` the whole answer where it ended (by
+    end-of-turn, before ``max_new_tokens``) between two check points."""
     ids = adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
     last = min(len(ids), max_new_tokens - 1)
-    points = range(0 if start else interval, last + 1, interval)
+    points = list(range(0 if start else interval, last + 1, interval))
+    if end and len(ids) < max_new_tokens and len(ids) % interval:
+        points.append(len(ids))
     return [Pair(answer.record.prompt, answer.prefill + adapter.tokenizer.decode(ids[:k]), answer.unsafe,
                  adapter.tokenizer.decode(ids[k:]), image=answer.image) for k in points]
 
@@ -148,10 +153,10 @@ class GenerationChecks:
 def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
                       split: str = "val") -> GenerationChecks:
     """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
-    ``cfg.check_start``, also before its first token)."""
+    ``cfg.check_start``, also before its first token; with ``cfg.check_end``, where it ends between check points)."""
     cap = cfg.max_per_split.get(split)
     gens = labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
-    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens, cfg.check_start) for g in gens]
+    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens, cfg.check_start, cfg.check_end) for g in gens]
     feats, _ = pair_features(adapter, [p for ps in per_gen for p in ps], soft, layer, cfg.batch_size)
     kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
     return GenerationChecks(feats, np.repeat(np.arange(len(gens)), [len(ps) for ps in per_gen]),
@@ -190,12 +195,14 @@ def calibrate_reminder(adapter, reminder: Reminder, cfg: DetectorConfig) -> tupl
     return calibrate(checks, reminder.detector.cpu(), reminder.aggregate, cfg.max_fpr)
 
 
-def recalibrate(folder: str | Path, adapter, command: str = "") -> DetectorResult:
+def recalibrate(folder: str | Path, adapter, command: str = "", check_end: bool = False) -> DetectorResult:
     """Choose the threshold of the reminder in ``folder`` again (same prompt, probes and ``max_fpr``) on the
     validation generations as they are now, e.g. after validation prompts were added; saved with a
-    ``recalibration`` record (previous threshold, firing rates, command, seconds)."""
+    ``recalibration`` record (previous threshold, firing rates, command, seconds). ``check_end`` turns the
+    reminder's end check on first (calibrated with it)."""
     start = time.perf_counter()
     reminder = Reminder.load(folder, adapter)
+    reminder.check_end = reminder.check_end or check_end
     threshold, calibration = calibrate_reminder(adapter, reminder, DetectorConfig.of(reminder))
     metrics = {"threshold": threshold, "previous_threshold": reminder.threshold, "calibration": calibration}
     reminder.threshold = threshold
@@ -337,7 +344,7 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
              "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate,
-                   check_start=cfg.check_start, meta=meta)
+                   check_start=cfg.check_start, check_end=cfg.check_end, meta=meta)
     folder = rem.save(cfg.out) if cfg.out else None
     return DetectorResult(rem, metrics, folder)
 
@@ -377,6 +384,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
     ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
     ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
+    ap.add_argument("--check-end", action="store_true",
+                    help="also check an answer that ends between check points (with --calibrate-only: turn it on)")
     ap.add_argument("--check-start", action="store_true",
                     help="also check before the first token, on the prompt (and prefill) alone")
     ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
@@ -395,12 +404,13 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="keep the reminder in --out and only choose its threshold again on the validation "
-                         "generations (its own settings; the fitting options above are ignored)")
+                         "generations (its own settings; the fitting options above are ignored, except "
+                         "--check-end, which turns the end check on)")
     a = ap.parse_args(argv)
     command = "python -m training.detector " + shlex.join(sys.argv[1:] if argv is None else argv)
     if a.calibrate_only:
         try:  # a clear message for a missing or broken folder, before any model loads
-            result = recalibrate(a.out, load_model(a.model or Reminder.load(a.out).model), command)
+            result = recalibrate(a.out, load_model(a.model or Reminder.load(a.out).model), command, a.check_end)
         except ReminderError as err:
             ap.error(str(err))
         print(json.dumps(result.metrics, indent=2))
@@ -408,7 +418,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
     caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
     cfg = DetectorConfig(a.model or "embedded", a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate,
                          a.cuts, max_new_tokens=a.max_new_tokens,
-                         interval=a.interval, check_start=a.check_start, max_per_split=caps,
+                         interval=a.interval, check_start=a.check_start, check_end=a.check_end, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
                          images=tuple(a.images))

@@ -3,8 +3,8 @@
     python -m training.sapt --model embedded --out checkpoints/embedded [--resume] [--epochs 2] [--lr 1e-2]
 
 Each training example is a prompt plus the model's own response cut at one of the points where guarded generation
-checks it (every ``interval`` tokens, and before the first token for a reminder with ``check_start``, chosen at
-random; ``--cuts random``: at a random word boundary, about a third
+checks it (every ``interval`` tokens, before the first token for a reminder with ``check_start``, where the answer
+ended for one with ``check_end``; chosen at random; ``--cuts random``: at a random word boundary, about a third
 empty, else at least ~20 characters), followed by the soft prompt:
 
 * harmful: prompt + the start of a compliant answer (the model's own, after the prefill "Sure, here is" or unprompted
@@ -25,7 +25,8 @@ steps (measured in ../shared/FINDINGS.md), 1e-2 reaches >90% refusals on harmful
 Runs under ``accelerate`` (CPU, one GPU or several: each process takes its share of every batch). The reminder folder
 is saved atomically each epoch and on stop/Ctrl-C with its ``training_state.safetensors`` (soft prompt, AdamW state,
 RNG state) and ``training_state.json`` (step, epoch, config); ``--resume`` continues to exactly the result of an
-uninterrupted run (the data order depends only on the seed and the epoch).
+uninterrupted run (the data order depends only on the seed and the epoch). A new (not resumed) run on a folder whose
+prompt was already trained continues from that prompt and keeps the earlier runs' records under ``sapt_history``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class SaptConfig:
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
+    check_end: bool = False  # turn on its check where an answer ends between check points (likewise)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
     def __post_init__(self):
@@ -111,9 +113,10 @@ class Example:
 
 
 def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int = 16,
-                   start: bool = False) -> list[Example]:
+                   start: bool = False, end: bool = False) -> list[Example]:
     """Harmful and benign examples of ``split`` (fixed by ``cfg.seed``), in a fixed order; check points every
-    ``interval`` tokens and, with ``start``, before the first token (the reminder's)."""
+    ``interval`` tokens, with ``start`` before the first token and with ``end`` where an answer ended between check
+    points (the reminder's)."""
     rng = random.Random(cfg.seed)
     refusals = load_refusals()
     eos = adapter.tokenizer.eos_token_id
@@ -122,7 +125,7 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
     out: list[Example] = []
     images = cfg.images if split == "train" else ()
     for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images):
-        points = check_pairs(adapter, ans, interval, cfg.max_new_tokens, start) if cfg.cuts == "checks" else []
+        points = check_pairs(adapter, ans, interval, cfg.max_new_tokens, start, end) if cfg.cuts == "checks" else []
         if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest
         else:
@@ -168,9 +171,13 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     adapter = adapter or load_model(cfg.model)
     adapter.model.to(accelerator.device).requires_grad_(False)
     reminder = Reminder.load(cfg.out, adapter)
+    if not cfg.resume and "sapt" in reminder.meta:  # a new run on a trained prompt: keep the earlier runs' records
+        reminder.meta["sapt_history"] = [*reminder.meta.get("sapt_history", []), reminder.meta.pop("sapt")]
     reminder.check_start = reminder.check_start or cfg.check_start
+    reminder.check_end = reminder.check_end or cfg.check_end
     reminder.detector.to(accelerator.device)
-    examples = build_examples(adapter, cfg, interval=reminder.interval, start=reminder.check_start)
+    examples = build_examples(adapter, cfg, interval=reminder.interval, start=reminder.check_start,
+                              end=reminder.check_end)
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
@@ -232,7 +239,7 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
     """Mean validation loss and detector accuracy at 0.5 on the first ``eval_examples`` validation examples."""
     if not cfg.eval_examples:
         return {}
-    val = build_examples(adapter, cfg, "val", reminder.interval, reminder.check_start)
+    val = build_examples(adapter, cfg, "val", reminder.interval, reminder.check_start, reminder.check_end)
     rng = random.Random(cfg.seed)
     val = rng.sample(val, min(cfg.eval_examples, len(val)))
     soft = reminder.soft_prompt(adapter.dtype, adapter.device)
@@ -271,7 +278,8 @@ def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, ste
         return
     reminder.meta["sapt"] = {"step": step, "config": {k: v for k, v in asdict(cfg).items() if k != "resume"},
                              "final_loss": losses[-1] if losses else None,
-                             "seconds": round(time.perf_counter() - started, 1)}
+                             "seconds": round(time.perf_counter() - started, 1), "device": str(accelerator.device),
+                             "processes": accelerator.num_processes}
     folder = reminder.save(cfg.out)
     save_state(folder, {"soft_prompt": reminder.soft_prompt.embeddings}, optimizer,
                {"step": step, "losses": losses, "config": asdict(cfg)})
@@ -299,12 +307,15 @@ def main(argv: list[str] | None = None) -> TrainResult:
                     help="cut responses at a random check point or at a random word boundary")
     ap.add_argument("--check-start", action="store_true",
                     help="also check before the first token: trained for, then calibrated (kept in the reminder)")
+    ap.add_argument("--check-end", action="store_true",
+                    help="also check an answer that ends between check points: trained for, then calibrated (kept)")
     ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
                     help="after training: calibrate the threshold again, also refit the probes, or neither")
     a = ap.parse_args(argv)
     cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
                      a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
-                     refit=a.refit, images=tuple(a.images), check_start=a.check_start)
+                     refit=a.refit, images=tuple(a.images), check_start=a.check_start,
+                     check_end=a.check_end)
     cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
