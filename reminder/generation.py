@@ -140,6 +140,10 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
         checks.append(CheckEvent(len(ids), p, p >= threshold))
         return checks[-1]
 
+    def soft_on_cache() -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the soft prompt on top of the cache (which keeps it): (final, ``layer``) states [1, n, d]."""
+        return adapter.forward(soft, adapter.positions(cache.get_seq_length() + delta, soft.shape[1]), cache, layer)
+
     def inject(soft_last: torch.Tensor | None) -> torch.Tensor:
         """Keep the reminder in the context (its last vector's final state [1, d], if already in the cache) and
         return the logits [1, V] the answer goes on from."""
@@ -148,9 +152,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
             _truncate(cache, len(prompt))
             soft_last = None
         if soft_last is None:
-            base = cache.get_seq_length()
-            last_s, _ = adapter.forward(soft, adapter.positions(base + delta, soft.shape[1]), cache, layer)
-            soft_last = last_s[:, -1]
+            soft_last = soft_on_cache()[0][:, -1]
         return adapter.logits(soft_last)
 
     with torch.inference_mode():
@@ -185,8 +187,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
                 if cfg.check == "fused":
                     h_check, soft_last = hid[0, -1], last[:, -1]
                 elif cfg.check == "separate":
-                    last_s, h_s = adapter.forward(soft, adapter.positions(past + real + delta, soft.shape[1]), cache,
-                                                  layer)
+                    last_s, h_s = soft_on_cache()
                     h_check, soft_last = h_s[0, -1], last_s[:, -1]
                 else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
                     gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
@@ -207,8 +208,7 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
             if tok in adapter.eos_ids and not cfg.ignore_eos:
                 if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
                     break
-                past = cache.get_seq_length()  # the end check: the answer stops between check points
-                last_s, h_s = adapter.forward(soft, adapter.positions(past + delta, soft.shape[1]), cache, layer)
+                last_s, h_s = soft_on_cache()  # the end check: the answer stops between check points
                 yield score(h_s[0, -1])
                 if not checks[-1].fired:
                     break
