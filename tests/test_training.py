@@ -15,7 +15,7 @@ from PIL import Image
 
 from reminder import Reminder, generate, load_model
 from reminder.data import Record
-from reminder.models.tiny import build_tiny
+from reminder.models.tiny import FAMILIES, build_tiny
 from training import detector, sapt, state
 from training.examples import Answer, Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
 
@@ -251,6 +251,38 @@ def test_soft_batch_reads_images_like_a_single_forward(tiny_models, family, tmp_
             _, hid = adapter.forward(torch.cat([enc.embeds, soft], dim=1), pos)
             assert torch.allclose(out["check"][row], hid[0, -1], atol=1e-5)
     assert not torch.allclose(out["check"][0], out["check"][1], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_check_features_read_each_point_like_a_forward_from_scratch(tiny_models, family, tmp_path) -> None:
+    """One encoding per answer, the soft prompt on the cropped cache at each check point (start, every interval,
+    end): each row equals a cache-free forward of prompt (+ image, prefill) + the answer's first k tokens + soft
+    prompt, and the token row the state at the k-th token; rows follow the answers, then the points."""
+    adapter = tiny_models[family]
+    path = tmp_path / "img.png"
+    Image.new("RGB", (64, 48), (200, 40, 90)).save(path)
+    soft = torch.randn(1, 3, adapter.hidden_size, dtype=adapter.dtype)
+    answers = [Answer(Record("h1", "x", "Say it."), "Sure, here is", "Sure, here is one two three four five", 1,
+                      str(path)),
+               Answer(Record("b1", "x", "Count."), "", "six seven eight", 0)]
+    check, token, owner = detector.check_features(adapter, answers, soft, 2, 12, start=True, end=True)
+    row = 0
+    for i, ans in enumerate(answers):
+        ids = detector.answer_ids(adapter, ans, 12)
+        points = detector.check_points(len(ids), 2, 12, start=True, end=True)
+        assert points[0] == 0 and (len(ids) % 2 == 0 or points[-1] == len(ids))
+        image = Image.open(ans.image) if ans.image else None
+        enc = adapter.encode(adapter.build(ans.record.prompt, image, prefill=ans.prefill))
+        for k in points:
+            body = adapter.embed(torch.tensor([ids[:k]], dtype=torch.long))
+            pos = torch.cat([enc.positions, adapter.positions(enc.next_position, k + 3)], dim=-1)
+            with torch.no_grad():
+                _, hid = adapter.forward(torch.cat([enc.embeds, body, soft], dim=1), pos)
+            assert owner[row] == i
+            assert torch.allclose(check[row], hid[0, -1], atol=1e-5)
+            assert torch.allclose(token[row], hid[0, len(enc) + k - 1], atol=1e-5)
+            row += 1
+    assert row == len(check) == len(token) == len(owner)
 
 
 def test_detector_trains_on_image_conversations(tiny, fitted, tmp_path) -> None:

@@ -44,7 +44,17 @@ from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import CUTS, Answer, Pair, cut_response, image_id, image_paths, labelled_responses, soft_batch
+from .examples import (
+    CUTS,
+    Answer,
+    Pair,
+    cut_response,
+    image_id,
+    image_paths,
+    labelled_responses,
+    soft_batch,
+    training_image,
+)
 
 LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
 
@@ -99,10 +109,9 @@ class DetectorResult:
 
 
 def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> list[Pair]:
-    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, the responses cached.
+    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, each response (cached) cut at
+    ``cfg.train_cuts`` random word boundaries in the train split and at one in the others.
 
-    Training responses are cut where guarded generation checks them (``cfg.cuts == "checks"``) or at
-    ``cfg.train_cuts`` random word boundaries; validation and test responses at one random word boundary each.
     ``cfg.openings`` adds harmful training answers that start with a mild opening the model then continues ("Great
     question!"): unprompted harmful answers that open politely before the harm are the ones the probe misses most.
     ``cfg.images`` adds training conversations with each image in the user turn (harmful: after the prefill and
@@ -111,32 +120,105 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
     for split in splits:
-        cap = cfg.max_per_split.get(split)
-        train = split == "train"
-        for ans in labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
-                                      openings=cfg.openings if train else (), images=cfg.images if train else ()):
-            if train and cfg.cuts == "checks":
-                pairs += check_pairs(adapter, ans, cfg.interval, cfg.max_new_tokens, cfg.check_start, cfg.check_end)
-                continue
-            for _ in range(cfg.train_cuts if train else 1):
+        for ans in split_answers(adapter, cfg, split):
+            for _ in range(cfg.train_cuts if split == "train" else 1):
                 partial, rest = cut_response(ans.response, rng)
                 pairs.append(Pair(ans.record.prompt, partial, ans.unsafe, rest, split, ans.image))
     return pairs
 
 
+def split_answers(adapter, cfg: DetectorConfig, split: str) -> list[Answer]:
+    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``; openings and images: train only)."""
+    cap = cfg.max_per_split.get(split)
+    train = split == "train"
+    return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
+                              openings=cfg.openings if train else (), images=cfg.images if train else ())
+
+
+def probe_features(adapter, cfg: DetectorConfig, soft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                           np.ndarray, np.ndarray]:
+    """Every pair the probes learn from and are scored on, read through ``soft``: (check [N, d], token [N, d],
+    unsafe [N], split [N]). Training answers are read at their check points (``cfg.cuts == "checks"``, with
+    :func:`check_features`) or cut at random; validation and test ones at one random word boundary each."""
+    parts = []
+    if cfg.cuts == "checks":
+        answers = split_answers(adapter, cfg, "train")
+        check, token, owner = check_features(adapter, answers, soft, cfg.interval, cfg.max_new_tokens,
+                                             cfg.check_start, cfg.check_end, cfg.layer, desc="train answers")
+        parts.append((check, token, np.array([answers[i].unsafe for i in owner], dtype=int),
+                      np.full(len(owner), "train")))
+    pairs = load_pairs(adapter, cfg, ("val", "test") if cfg.cuts == "checks" else ("train", "val", "test"))
+    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
+    parts.append((check, token, np.array([p.unsafe for p in pairs], dtype=int), np.array([p.split for p in pairs])))
+    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
+
+
+def check_points(n: int, interval: int, max_new_tokens: int, start: bool = False, end: bool = False) -> list[int]:
+    """Where guarded generation checks an answer of ``n`` tokens: after every ``interval`` tokens (none after the
+    ``max_new_tokens``-th token, where a reminder could change nothing), with ``start`` also before the first token,
+    and with ``end`` where the answer ended (by end-of-turn, before ``max_new_tokens``) between two check points."""
+    points = list(range(0 if start else interval, min(n, max_new_tokens - 1) + 1, interval))
+    if end and n < max_new_tokens and n % interval:
+        points.append(n)
+    return points
+
+
+def answer_ids(adapter, answer: Answer, max_new_tokens: int) -> list[int]:
+    """The answer's token ids after its prefill (at most ``max_new_tokens``)."""
+    return adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
+
+
 def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, start: bool = False,
                 end: bool = False) -> list[Pair]:
-    """The partial responses guarded generation checks while it produces the answer: one per ``interval`` tokens
-    (none after the ``max_new_tokens``-th token, where a reminder could change nothing), with ``start`` the empty one
-    (just the prefill, if any) before the first token, and with ``end`` the whole answer where it ended (by
-    end-of-turn, before ``max_new_tokens``) between two check points."""
-    ids = adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
-    last = min(len(ids), max_new_tokens - 1)
-    points = list(range(0 if start else interval, last + 1, interval))
-    if end and len(ids) < max_new_tokens and len(ids) % interval:
-        points.append(len(ids))
+    """The partial responses guarded generation checks while it produces the answer (see :func:`check_points`)."""
+    ids = answer_ids(adapter, answer, max_new_tokens)
     return [Pair(answer.record.prompt, answer.prefill + adapter.tokenizer.decode(ids[:k]), answer.unsafe,
-                 adapter.tokenizer.decode(ids[k:]), image=answer.image) for k in points]
+                 adapter.tokenizer.decode(ids[k:]), image=answer.image)
+            for k in check_points(len(ids), interval, max_new_tokens, start, end)]
+
+
+@torch.inference_mode()
+def check_features(adapter, answers: list[Answer], soft: torch.Tensor, interval: int, max_new_tokens: int,
+                   start: bool = False, end: bool = False, layer: int = -1,
+                   desc: str = "check features") -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Each answer read at every point guarded generation checks it (:func:`check_points`), as it reads them.
+
+    One forward per answer: prompt + answer, then one copy of the soft prompt [1, n, d] per check point, each copy
+    seeing the prompt and the answer's tokens up to its point (and itself, causally) and placed at the positions it
+    would take there, as if the cache had been cropped at that point. Returns (check [N, d]: ``layer`` state at the
+    last soft token; token [N, d]: the state at the last token before the point; the answer of each row [N]),
+    float32, rows in answer order and then point order: the rows of :func:`check_pairs`, without re-encoding each
+    partial answer as :func:`pair_features` does (``benchmarks.check_features`` measures the difference).
+    """
+    n = soft.shape[1]
+    checks, tokens, owner = [], [], []
+    for i, ans in enumerate(tqdm(answers, desc=desc, unit="answer", leave=False)):
+        ids = answer_ids(adapter, ans, max_new_tokens)
+        points = check_points(len(ids), interval, max_new_tokens, start, end)
+        if not points:
+            continue
+        enc = adapter.encode(adapter.build(ans.record.prompt, training_image(ans.image), prefill=ans.prefill))
+        p, body = len(enc), ids[:points[-1]]
+        length = p + len(body)
+        embeds = torch.cat([enc.embeds, adapter.embed(torch.tensor([body], dtype=torch.long, device=adapter.device)),
+                            *[soft.to(adapter.dtype)] * len(points)], dim=1)
+        positions = torch.cat([enc.positions, adapter.positions(enc.next_position, len(body)),
+                               *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
+        size = length + n * len(points)
+        sees = torch.ones(size, size, dtype=torch.bool).tril()
+        sees[length:, :length] = False
+        for j, k in enumerate(points):  # copy j: the prompt and answer up to k, then itself causally
+            rows = slice(length + j * n, length + (j + 1) * n)
+            sees[rows, :p + k] = True
+            sees[rows, length:rows.start] = False
+        _, hid = adapter.forward(embeds, positions, None, layer, mask=sees)
+        checks.append(hid[0, length + n - 1::n].float().cpu())
+        tokens.append(hid[0, [p + k - 1 for k in points]].float().cpu())
+        owner += [i] * len(points)
+    if not checks:
+        return torch.empty(0, adapter.hidden_size), torch.empty(0, adapter.hidden_size), np.zeros(0, dtype=int)
+    return torch.cat(checks), torch.cat(tokens), np.array(owner)
 
 
 @dataclass
@@ -154,13 +236,11 @@ def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval
                       split: str = "val") -> GenerationChecks:
     """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
     ``cfg.check_start``, also before its first token; with ``cfg.check_end``, where it ends between check points)."""
-    cap = cfg.max_per_split.get(split)
-    gens = labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache)
-    per_gen = [check_pairs(adapter, g, interval, cfg.max_new_tokens, cfg.check_start, cfg.check_end) for g in gens]
-    feats, _ = pair_features(adapter, [p for ps in per_gen for p in ps], soft, layer, cfg.batch_size)
+    gens = split_answers(adapter, cfg, split)
+    feats, _, owner = check_features(adapter, gens, soft, interval, cfg.max_new_tokens, cfg.check_start,
+                                     cfg.check_end, layer, desc=f"{split} generations")
     kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
-    return GenerationChecks(feats, np.repeat(np.arange(len(gens)), [len(ps) for ps in per_gen]),
-                            np.array([g.unsafe for g in gens]), np.array(kind))
+    return GenerationChecks(feats, owner, np.array([g.unsafe for g in gens]), np.array(kind))
 
 
 def generation_peaks(checks: GenerationChecks, detector: Detector, aggregate: str) -> np.ndarray:
@@ -220,10 +300,7 @@ def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) ->
     uses its strength. Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion
     matrices on the validation and test splits, the search and the generation-level calibration).
     """
-    pairs = load_pairs(adapter, cfg)
-    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
-    y = np.array([p.unsafe for p in pairs])
-    split = np.array([p.split for p in pairs])
+    check, token, y, split = probe_features(adapter, cfg, soft)
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
     gens = generation_checks(adapter, soft, cfg, interval, cfg.layer)
     x_train, search = check.numpy()[tr], []

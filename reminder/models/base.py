@@ -178,15 +178,22 @@ class VLMAdapter:
         return DynamicCache(config=self.text_config)
 
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None = None,
-                layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+                layer: int = -1, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the language model on embeddings [B, T, d] (on top of ``cache``, which it extends).
 
-        Returns (final hidden state [B, T, d] (normed, the lm_head input), hidden state of ``layer`` [B, T, d]);
-        ``layer`` indexes the hidden-states tuple (0 = embeddings, -1 = the final normed state).
+        ``mask``: who sees whom, a boolean [T, T] (row: query, column: key; True = attends) that replaces the causal
+        mask (without a cache only). Returns (final hidden state [B, T, d] (normed, the lm_head input), hidden state
+        of ``layer`` [B, T, d]); ``layer`` indexes the hidden-states tuple (0 = embeddings, -1 = the final normed
+        state).
         """
         want_layers = layer not in (-1, self.num_layers)
+        extra = {}
+        if mask is not None:  # additive, in the model's dtype: what eager and SDPA attention both take as given
+            blocked = torch.zeros(mask.shape, dtype=embeds.dtype, device=embeds.device)
+            extra["attention_mask"] = blocked.masked_fill(~mask.to(embeds.device), torch.finfo(embeds.dtype).min)[
+                None, None].expand(embeds.shape[0], 1, -1, -1)
         out = self.language_model(inputs_embeds=embeds, position_ids=positions, cache=cache,
-                                  use_cache=cache is not None, output_hidden_states=want_layers)
+                                  use_cache=cache is not None, output_hidden_states=want_layers, **extra)
         last = out.last_hidden_state
         return last, (out.hidden_states[layer] if want_layers else last)
 
