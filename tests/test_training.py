@@ -191,6 +191,18 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
     assert detector.DetectorConfig.of(rem).openings == ("Great question!",)
 
 
+def test_detector_cli_sets_the_prompt_length(tiny, fitted, monkeypatch) -> None:
+    """``--n-tokens`` gives the new soft prompt that many vectors (the checks read its last one)."""
+    root, _ = fitted
+    monkeypatch.setattr(detector, "load_model", lambda name: tiny)
+    result = detector.main(["--out", str(root / "six"), "--n-tokens", "6", "--max-new-tokens", "6", "--interval", "2",
+                            "--max-fpr", "0.5", "--cache", str(root / "responses.jsonl"), "--max-train", "3",
+                            "--max-val", "2", "--max-test", "2"])
+    rem = Reminder.load(root / "six", tiny)
+    assert rem.soft_prompt.n_tokens == 6 == result.reminder.soft_prompt.n_tokens
+    assert rem.meta["detector_config"]["n_tokens"] == 6
+
+
 def test_check_start_is_trained_calibrated_and_kept(tiny, fitted) -> None:
     """The start check: its pair is the prefill alone; the detector reads one more pair per training answer and
     one more check per validation generation; SAPT's --check-start turns it on and calibrates for it."""

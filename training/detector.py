@@ -469,6 +469,8 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                     help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
     ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
                     help="images put in the user turn of extra training conversations (harmful and benign)")
+    ap.add_argument("--n-tokens", type=int, default=DEFAULT_TOKENS,
+                    help="vectors in the new soft prompt (ignored with --prompt-from, which keeps its prompt)")
     ap.add_argument("--prompt-from", metavar="DIR",
                     help="read through this reminder's trained soft prompt (keeps it and its SAPT record)")
     ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
@@ -498,7 +500,7 @@ def main(argv: list[str] | None = None) -> DetectorResult:
                          interval=a.interval, check_start=a.check_start, check_end=a.check_end, max_per_split=caps,
                          train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
                          eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
-                         images=tuple(a.images))
+                         images=tuple(a.images), n_tokens=a.n_tokens)
     cfg.command = command
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
