@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     new_s = time.perf_counter() - start
 
     det = rem.detector.cpu()
-    gap = np.abs(probe_scores(det, old) - probe_scores(det, new))
+    p_old, p_new = probe_scores(det, old), probe_scores(det, new)
+    gap = np.abs(p_old - p_new)
     out = {"answers": len(answers), "checks": len(pairs), "per_point_s": round(old_s, 1),
            "one_encoding_s": round(new_s, 1), "speedup": round(old_s / new_s, 2),
            "median_score_gap": float(np.median(gap)), "max_score_gap": float(gap.max()),
-           "checks_deciding_differently": int(((probe_scores(det, old) >= rem.threshold)
-                                               != (probe_scores(det, new) >= rem.threshold)).sum())}
+           "checks_deciding_differently": int(((p_old >= rem.threshold) != (p_new >= rem.threshold)).sum())}
     for k, v in out.items():
         print(f"{k}: {v}")
     return out
