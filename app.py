@@ -1,7 +1,8 @@
 """Safety Reminder demo (Gradio): compare baseline and guarded generation under jailbreak attacks.
 
 Thin UI: widgets and callbacks only; the logic lives in ``reminder`` (compare, plots, bundle) and ``attacks``.
-``python app.py [--host H] [--port P]`` (or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT); runs unchanged as a HF Space.
+``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
+GRADIO_SERVER_PORT); runs unchanged as a HF Space.
 """
 
 from __future__ import annotations

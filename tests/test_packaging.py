@@ -51,6 +51,14 @@ def test_requirements_hold_no_test_only_package() -> None:
     assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
 
 
+def test_every_package_is_listed() -> None:
+    """pyproject.toml lists the packages by name (the data packages need it): a new subpackage must be added."""
+    listed = set(pyproject()["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(ROOT).parts)
+             for top in ("reminder", "training", "attacks") for init in (ROOT / top).rglob("__init__.py")}
+    assert found and found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
+
+
 def test_shipped_data_found_through_paths(tmp_path, monkeypatch) -> None:
     assert (paths.PROMPTS / "harmful.jsonl").is_file() and (paths.EXAMPLES / "figstep.png").is_file()
     assert (paths.ATTACKS / "gcg" / "embedded" / "suffix.txt").is_file()
