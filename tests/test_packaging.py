@@ -19,7 +19,6 @@ from packaging.utils import canonicalize_name
 from reminder import Reminder, paths
 
 ROOT = Path(__file__).resolve().parents[1]
-tomllib = pytest.importorskip("tomllib")
 
 
 def requirements() -> dict[str, Requirement]:
@@ -29,6 +28,7 @@ def requirements() -> dict[str, Requirement]:
 
 
 def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
