@@ -1,7 +1,8 @@
 """Safety Reminder demo (Gradio): compare baseline and guarded generation under jailbreak attacks.
 
 Thin UI: widgets and callbacks only; the logic lives in ``reminder`` (compare, plots, bundle) and ``attacks``.
-``python app.py [--host H] [--port P]`` (or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT); runs unchanged as a HF Space.
+``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
+GRADIO_SERVER_PORT); runs unchanged as a HF Space.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from reminder import DEFAULT_MODEL, REGISTRY, ModelNotFound, Reminder, ReminderE
 from reminder.bundle import checkpoint_roots, find_reminders, import_zip
 from reminder.compare import ATTACKS, apply_attack, compare, lab_folder
 from reminder.images import ImageError, open_image
-from reminder.models.embedded import reminder_home
+from reminder.paths import CHECKPOINTS, reminder_home
 
 try:
     import spaces
@@ -35,7 +36,6 @@ except ImportError:
         return fn
 
 USER_ERRORS = (ValueError, ReminderError, ModelNotFound, ImageError, FileNotFoundError)
-HERE = Path(__file__).resolve().parent
 UPLOADS = reminder_home() / "uploaded_reminders"
 BACKENDS = {"gcg": "attacks.gcg", "pgd": "attacks.pgd", "train": "training.sapt", "benchmark": "reminder.eval"}
 HEAVY = {"concurrency_limit": 1, "concurrency_id": "model"}  # one model job at a time, queued
@@ -80,7 +80,7 @@ def warm_up(name: str = DEFAULT_MODEL) -> None:
 
 
 def reminder_roots() -> list[Path]:
-    return [*checkpoint_roots(str(HERE / "checkpoints")), UPLOADS]
+    return [*checkpoint_roots(str(CHECKPOINTS)), UPLOADS]
 
 
 def reminder_choices(model: str) -> list[tuple[str, str]]:
@@ -336,7 +336,7 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
     sapt = require("train")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or "") or name.startswith("."):
         raise gr.Error("the reminder name may hold letters, digits, '-', '_' and '.' only")
-    adapter, out = get_model(model), checkpoint_roots(str(HERE / "checkpoints"))[0] / name
+    adapter, out = get_model(model), checkpoint_roots(str(CHECKPOINTS))[0] / name
     STOP_TRAINING.clear()
     if not (out / "reminder.json").is_file():
         from training import detector

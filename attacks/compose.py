@@ -12,8 +12,9 @@ from PIL import Image
 
 from attacks import figstep, mmsb
 from attacks.prefill import PREFILLS, TEMPLATES, apply_template
+from reminder import paths
 
-PGD_IMAGE = Path(__file__).resolve().parents[1] / "assets" / "attacks" / "pgd" / "embedded" / "image.png"
+PGD_IMAGE = paths.ATTACKS / "pgd" / "embedded" / "image.png"
 
 
 @dataclass

@@ -12,8 +12,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from attacks import figstep, mmsb
+from reminder import paths
 
-FOLDER = Path(__file__).resolve().parent.parent / "assets" / "examples"
+FOLDER = paths.EXAMPLES
 
 
 @dataclass(frozen=True)

@@ -33,14 +33,14 @@ from tqdm.auto import tqdm
 
 from attacks.pgd import base_image
 from attacks.prefill import apply_template
-from reminder import Reminder, generate, load_model
+from reminder import Reminder, generate, load_model, paths
 from reminder.checkpoint import write_metrics
 from reminder.data import PROMPTS_DIR, load_prompt_set
 from reminder.judges import is_refusal
 from reminder.models.registry import CHECKPOINTS
 from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "attacks"
+ASSETS = paths.ATTACKS
 
 
 def _rate(flags) -> float | None:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
+from reminder import paths
 from reminder.judges import JudgeUnavailable, Verdict, get_judge
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
+DEFAULT = paths.SHARED_DATA / "llava15_responses"
 
 
 def load(folder: Path, limit: int | None, seed: int) -> dict[str, list[dict]]:

@@ -10,11 +10,12 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .checkpoint import FILES, PICKLE_SUFFIXES, Reminder, ReminderError
+from .paths import CHECKPOINTS
 
 MAX_UNZIPPED_BYTES = 512 * 2**20  # a reminder is a few soft-prompt vectors and probes: far below this
 
 
-def checkpoint_roots(default: str = "checkpoints") -> list[Path]:
+def checkpoint_roots(default: str = str(CHECKPOINTS)) -> list[Path]:
     """Where reminder folders live: ``$REMINDER_CHECKPOINTS`` (os.pathsep-separated), else ``default``."""
     return [Path(p).expanduser() for p in os.environ.get("REMINDER_CHECKPOINTS", default).split(os.pathsep)]
 

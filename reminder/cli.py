@@ -11,6 +11,7 @@ from .checkpoint import Reminder, ReminderError
 from .generation import CheckEvent, Generation, GenerationConfig, TokenEvent, check_prompt, stream
 from .images import ImageError, open_image
 from .models import DEFAULT_MODEL, ModelNotFound, load_model
+from .paths import shipped
 from .scoring import score_response
 
 USER_ERRORS = (ReminderError, ModelNotFound, ImageError, ValueError, FileNotFoundError, json.JSONDecodeError)
@@ -19,7 +20,7 @@ USER_ERRORS = (ReminderError, ModelNotFound, ImageError, ValueError, FileNotFoun
 def _reminder(arg: str | None, adapter) -> Reminder | None:
     if arg is None or arg.lower() == "none":
         return None
-    return Reminder.load(arg, adapter)
+    return Reminder.load(shipped(arg), adapter)
 
 
 def _request(adapter, req: dict, base: Path, max_new_tokens: int):
@@ -128,7 +129,7 @@ def cmd_import_pth(args) -> int:
     from .checkpoint import import_official_soft_prompt
     from .soft_prompt import SoftPrompt
 
-    base = Reminder.load(args.detector_from)
+    base = Reminder.load(shipped(args.detector_from))
     emb = import_official_soft_prompt(args.pth)
     if emb.shape[1] != base.hidden_size:
         raise ReminderError(f"{args.pth}: hidden size {emb.shape[1]} does not match the detector's {base.hidden_size}")
@@ -146,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt")
     g.add_argument("--image")
     g.add_argument("--prefill", default="", help="start the assistant turn with this text (prefill attack)")
-    g.add_argument("--reminder", help="reminder folder, or 'none'")
+    g.add_argument("--reminder", help="reminder folder (checkpoints/embedded: the shipped one), or 'none'")
     g.add_argument("--interval", type=int)
     g.add_argument("--threshold", type=float)
     g.add_argument("--max-new-tokens", type=int, default=128)

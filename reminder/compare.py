@@ -19,13 +19,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import paths
 from .checkpoint import Reminder
 from .generation import Generation, GenerationConfig, TokenEvent, stream
 from .images import open_image
 from .judges import is_refusal
 from .models.base import VLMAdapter
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = paths.ASSETS
 TEXT_ATTACKS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "template")
 PRECOMPUTED = ("pgd", "gcg", "bap")
 ATTACKS = TEXT_ATTACKS + PRECOMPUTED
@@ -80,9 +81,7 @@ def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str
 
 def lab_folder(attack: str, model: str) -> Path:
     """Where the app's attack lab saves an optimised attack's artefacts (read back by :func:`apply_attack`)."""
-    from .models.embedded import reminder_home
-
-    return reminder_home() / "attacks" / attack / model
+    return paths.reminder_home() / "attacks" / attack / model
 
 
 def _precomputed(attack: str, prompt: str, image: Image.Image | None, model: str, assets: Path) -> AttackedInput:

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "prompts"
+from . import paths
+
+PROMPTS_DIR = paths.PROMPTS
 SPLITS = ("train", "val", "test")
 
 

@@ -36,6 +36,7 @@ from .defenses import get_defense
 from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
 from .models import DEFAULT_MODEL, ModelNotFound, Prompt, VLMAdapter, load_model
+from .paths import shipped
 
 Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
 
@@ -227,7 +228,7 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
             and (cell[0], cell[1].id, cell[2], cell[3]) not in done]
     if todo:
         adapter = load_model(cfg.model)
-        reminder = Reminder.load(cfg.reminder, adapter) if cfg.reminder else None
+        reminder = Reminder.load(shipped(cfg.reminder), adapter) if cfg.reminder else None
         judges = {name: get_judge(name) for name in cfg.judges}
         gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, interval=cfg.interval,
                                    threshold=cfg.threshold, seed=cfg.seed)

