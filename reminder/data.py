@@ -1,7 +1,8 @@
 """Prompt and response sets behind one record type.
 
 Every loader returns a list of :class:`Record` (id, category, prompt, optional response, optional safe label,
-optional image path): the project's own prompt sets (``assets/prompts``), AdvBench, HarmBench behaviours, FigStep
+optional image path, optional image text): the project's own prompt sets (``assets/prompts``), their typographic
+forms (words to print in an image + the FigStep / MM-SafetyBench prompt), AdvBench, HarmBench behaviours, FigStep
 SafeBench, MM-SafetyBench, (question, response, safe) JSON(L) files such as the released LLaVA-1.5 responses, and
 SPA-VL through ``datasets`` when that package is installed.
 """
@@ -14,10 +15,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from attacks import figstep, mmsb
+
 from . import paths
 
 PROMPTS_DIR = paths.PROMPTS
 SPLITS = ("train", "val", "test")
+TYPO_KINDS = ("figstep", "mmsb", "question")
+# the official prompt sent with each kind of typographic image
+TYPO_PROMPTS = {"figstep": figstep.PROMPT, "mmsb": mmsb.PROMPTS["TYPO"]}
 
 
 class DataError(ValueError):
@@ -26,7 +32,8 @@ class DataError(ValueError):
 
 @dataclass
 class Record:
-    """One example. ``safe``: True/False where labelled, None where unknown or absent."""
+    """One example. ``safe``: True/False where labelled, None where unknown or absent. Typographic examples: ``text``
+    is printed in the image and ``prompt`` sent with it; ``topic`` names the subject (on-topic checks)."""
 
     id: str
     category: str
@@ -35,6 +42,8 @@ class Record:
     safe: bool | None = None
     image: Path | None = None
     split: str | None = None
+    text: str | None = None
+    topic: str | None = None
 
 
 def _file(path: str | os.PathLike, what: str) -> Path:
@@ -69,14 +78,63 @@ def _json_rows(path: Path) -> list[dict]:
     return data
 
 
-def load_prompt_set(name: str, split: str | None = None, folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
-    """The project's prompt sets: ``name`` in {"benign", "harmful"}; ``split`` in train/val/test or None (all)."""
+def _check_split(split: str | None) -> None:
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+
+
+def _require(rows: list[dict], path: Path, fields: tuple[str, ...]) -> None:
+    """Raise naming the first record that lacks a non-empty string in one of ``fields``."""
+    for i, r in enumerate(rows):
+        missing = [f for f in fields if not isinstance(r.get(f), str) or not r[f].strip()]
+        if missing:
+            raise DataError(f"{path}: record {i} lacks {', '.join(missing)}")
+
+
+def load_prompt_set(name: str, split: str | None = None, folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
+    """The project's prompt sets: ``name`` in {"benign", "harmful"}; ``split`` in train/val/test or None (all)."""
+    _check_split(split)
     rows = _json_rows(_file(Path(folder) / f"{name}.jsonl", f"prompt set '{name}'"))
     safe = {"benign": True, "harmful": False}.get(name)
     return [Record(r["id"], r["category"], r["prompt"], safe=safe, split=r["split"])
             for r in rows if split is None or r["split"] == split]
+
+
+def load_typographic(split: str | None = None, kind: str | None = None,
+                     folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
+    """The benign typographic set (``typographic.jsonl``): ``category`` is the kind (figstep: a list title, mmsb: an
+    activity phrase, both with their official prompt; question: words on a sign, label or screen with a question about
+    them, whose short expected answer is ``response``). ``kind`` None: all kinds."""
+    _check_split(split)
+    if kind is not None and kind not in TYPO_KINDS:
+        raise DataError(f"unknown typographic kind '{kind}' (choose from {', '.join(TYPO_KINDS)})")
+    path = _file(Path(folder) / "typographic.jsonl", "typographic set")
+    rows = _json_rows(path)
+    _require(rows, path, ("id", "kind", "text", "prompt", "topic", "split"))
+    return [Record(r["id"], r["kind"], r["prompt"], r.get("answer"), True, split=r["split"], text=r["text"],
+                   topic=r["topic"])
+            for r in rows if (split is None or r["split"] == split) and (kind is None or r["kind"] == kind)]
+
+
+def load_typographic_harmful(kind: str = "figstep", split: str | None = None,
+                             folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
+    """The project's harmful prompts in typographic form (``typographic_harmful.jsonl``, joined to ``harmful.jsonl``
+    by id): ``text`` is the FigStep list title (``kind`` "figstep") or MM-SafetyBench key phrase ("mmsb"), ``prompt``
+    that attack's official prompt; id, category and split are the source prompt's."""
+    if kind not in TYPO_PROMPTS:
+        raise DataError(f"unknown typographic attack kind '{kind}' (choose from {', '.join(TYPO_PROMPTS)})")
+    _check_split(split)
+    source = {r.id: r for r in load_prompt_set("harmful", folder=folder)}
+    path = _file(Path(folder) / "typographic_harmful.jsonl", "typographic harmful set")
+    rows = _json_rows(path)
+    field = {"figstep": "figstep", "mmsb": "phrase"}[kind]
+    _require(rows, path, ("id", field))
+    unknown = [r["id"] for r in rows if r["id"] not in source]
+    if unknown:
+        raise DataError(f"{path}: ids not in harmful.jsonl: {', '.join(unknown[:5])}")
+    return [Record(r["id"], source[r["id"]].category, TYPO_PROMPTS[kind], safe=False, split=source[r["id"]].split,
+                   text=r[field])
+            for r in rows if split is None or source[r["id"]].split == split]
 
 
 def load_refusals(folder: str | os.PathLike = PROMPTS_DIR) -> list[str]:
