@@ -54,6 +54,9 @@ from .detector import DetectorConfig, calibrate_reminder, check_pairs, fit
 from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
 from .state import load_state, save_state
 
+UNCALIBRATED = "the soft prompt was trained after the threshold was chosen: calibrate it again with `python -m " \
+               "training.detector --out DIR --calibrate-only`"
+
 
 @dataclass
 class SaptConfig:
@@ -153,6 +156,23 @@ def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Exam
     return loss, {"ce": ce.item(), "bce": bce.item(), "p_unsafe": torch.sigmoid(logit).mean().item()}
 
 
+def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
+    """Measured seconds of one training step's forward and backward at its longest (``batch_size`` train prompts,
+    each with a ``max_new_tokens`` partial answer and a ``max_target_tokens`` target), on the adapter's device: an
+    upper bound on a step for an expected training time. The soft prompt is not changed."""
+    from reminder.data import load_prompt_set
+
+    records = load_prompt_set("harmful", "train")[:max(1, cfg.batch_size)]
+    filler = " ".join(["step"] * cfg.max_new_tokens)
+    target = [adapter.tokenizer.eos_token_id] * cfg.max_target_tokens
+    batch = [Example(Pair(r.prompt, filler, 1), target) for r in records]
+    soft = reminder.soft_prompt.embeddings.detach().to(adapter.device, adapter.dtype)[None].requires_grad_(True)
+    start = time.perf_counter()
+    loss, _ = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
+    loss.backward()
+    return time.perf_counter() - start
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The example order of ``epoch`` (depends only on the seed and the epoch, so a resumed run sees the same)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -173,6 +193,7 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     reminder = Reminder.load(cfg.out, adapter)
     if not cfg.resume and "sapt" in reminder.meta:  # a new run on a trained prompt: keep the earlier runs' records
         reminder.meta["sapt_history"] = [*reminder.meta.get("sapt_history", []), reminder.meta.pop("sapt")]
+    reminder.meta["uncalibrated"] = UNCALIBRATED  # until the refit: the threshold predates the trained prompt
     reminder.check_start = reminder.check_start or cfg.check_start
     reminder.check_end = reminder.check_end or cfg.check_end
     reminder.detector.to(accelerator.device)
@@ -266,6 +287,7 @@ def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
         threshold, calibration = calibrate_reminder(adapter, reminder, det_cfg)
         metrics = {"threshold": threshold, "calibration": calibration}
     reminder.threshold = threshold
+    reminder.meta.pop("uncalibrated", None)
     reminder.meta["sapt_refit"] = {"mode": cfg.refit, **metrics}
     return metrics
 
