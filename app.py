@@ -221,9 +221,10 @@ def on_model(model: str, request: gr.Request = None):
     label = EMBEDDED_NOTE if model.startswith("embedded") else ""
     if model == "embedded-aligned":
         label += ALIGNED_NOTE
-    msg = "" if choices else f"No reminder for '{model}' yet: train one or upload a zip."
     first = choices[0][1] if choices else None
-    return (gr.update(choices=choices, value=first), label, msg, *on_reminder(first, request))
+    interval, threshold, note = reminder_settings(first, request)
+    msg = note if choices else f"No reminder for '{model}' yet: train one or upload a zip."
+    return gr.update(choices=choices, value=first), label, msg, gr.update(value=interval), gr.update(value=threshold)
 
 
 def reminder_settings(choice: str | None, request: gr.Request | None = None) -> tuple[int, float, str]:
@@ -240,8 +241,8 @@ def reminder_settings(choice: str | None, request: gr.Request | None = None) -> 
 
 def on_reminder(choice: str | None, request: gr.Request = None):
     """Set the sliders to the reminder's own interval and threshold (and say when it is uncalibrated)."""
-    interval, threshold, _ = reminder_settings(choice, request)
-    return gr.update(value=interval), gr.update(value=threshold)
+    interval, threshold, note = reminder_settings(choice, request)
+    return gr.update(value=interval), gr.update(value=threshold), note
 
 
 def upload_reminder(path: str | None, model: str, request: gr.Request = None):
@@ -250,7 +251,7 @@ def upload_reminder(path: str | None, model: str, request: gr.Request = None):
         return gr.skip(), ""
     try:
         ws = workspace(request)
-        folder = import_zip(path, ws.root, get_model(model))
+        folder = import_zip(path, ws.own_root(), get_model(model))
     except USER_ERRORS as err:
         gr.Warning(str(err))
         return gr.skip(), f"⚠️ {err}"
@@ -410,7 +411,8 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
         plan = ws.plan_training(name, base_folder, bool(continue_training))
         start = Reminder.load(plan.base or plan.folder, adapter) if (plan.base or plan.continued) else None
         n = max(1, int(prompts))
-        cfg = sapt.SaptConfig(model=model, out=str(plan.folder), max_steps=max(1, int(max_steps)), lr=float(lr),
+        steps = max(1, int(max_steps))  # as many epochs as steps: the step count decides, however few the prompts
+        cfg = sapt.SaptConfig(model=model, out=str(plan.folder), epochs=steps, max_steps=steps, lr=float(lr),
                               batch_size=max(1, int(batch_size)), max_harmful=n, max_benign=n, max_val=n,
                               refit="threshold" if calibrate else "none")
     except USER_ERRORS as err:
@@ -537,7 +539,7 @@ def build() -> gr.Blocks:
                       api_name="compare_stream", api_visibility="undocumented", **HEAVY)
             model.change(on_model, model, [reminder, image_note, reminder_msg, interval, threshold],
                          api_visibility="private")
-            reminder.change(on_reminder, reminder, [interval, threshold], api_visibility="private")
+            reminder.change(on_reminder, reminder, [interval, threshold, reminder_msg], api_visibility="private")
             zip_upload.upload(upload_reminder, [zip_upload, model], [reminder, reminder_msg],
                               api_name="import_reminder")
             preview.click(render_attack, [prompt, image, attack, model], [attacked_image, attacked_prompt, status],

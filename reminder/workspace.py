@@ -68,9 +68,10 @@ class TrainPlan:
 
 @dataclass(frozen=True)
 class Workspace:
-    """One visitor's view: read-only ``shipped`` roots and their own writable ``root``."""
+    """One visitor's view: read-only ``shipped`` roots and their own writable ``root`` (None: no session known, so
+    nothing of their own; only the shipped reminders)."""
 
-    root: Path
+    root: Path | None
     shipped: tuple[Path, ...]
 
     @classmethod
@@ -80,12 +81,18 @@ class Workspace:
         ``$REMINDER_HOME/reminders/sessions/<sha256 of the session id>``. Shipped: ``checkpoint_roots()``."""
         base = Path(home or reminder_home()) / "reminders"
         per_session = on_space() if per_session is None else per_session
-        root = base / "sessions" / session_folder(session or "") if per_session else base
+        root = base if not per_session else base / "sessions" / session_folder(session) if session else None
         shipped = shipped if shipped is not None else checkpoint_roots(str(Path(__file__).parents[1] / "checkpoints"))
         return cls(root, tuple(Path(p) for p in shipped))
 
     def roots(self) -> list[Path]:
-        return [*self.shipped, self.root]
+        return [*self.shipped, *([self.root] if self.root else [])]
+
+    def own_root(self) -> Path:
+        """The visitor's writable folder (WorkspaceError without a session)."""
+        if self.root is None:
+            raise WorkspaceError("no browser session: reload the page")
+        return self.root
 
     def is_shipped(self, path: str | os.PathLike) -> bool:
         real = Path(path).resolve()
@@ -94,7 +101,7 @@ class Workspace:
     def owns(self, path: str | os.PathLike) -> bool:
         """True for a folder directly in this visitor's root that is not also shipped."""
         real = Path(path).resolve()
-        return real.parent == self.root.resolve() and not self.is_shipped(real)
+        return self.root is not None and real.parent == self.root.resolve() and not self.is_shipped(real)
 
     def choices(self, model: str) -> list[tuple[str, str]]:
         """(label, folder) of every reminder this visitor can use with ``model``: shipped first, then their own."""
@@ -122,7 +129,7 @@ class Workspace:
     def plan_training(self, name: str, base: str | os.PathLike | None, continue_training: bool) -> TrainPlan:
         """Decide where a Train click writes (see the module docstring); refuse with a WorkspaceError."""
         name = check_name(name)
-        folder = self.root / name
+        folder = self.own_root() / name
         if any((r / name).exists() for r in self.shipped):
             raise WorkspaceError(f"'{name}' is a shipped reminder: shipped reminders are read-only; choose another "
                                  "name (training starts from a copy of the reminder picked in Compare)")
@@ -144,7 +151,7 @@ class Workspace:
         """``stem``, or ``stem-2``, ``stem-3``... : the first name neither shipped nor already this visitor's."""
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip(".-") or "reminder"
         n, name = 1, stem
-        while (self.root / name).exists() or any((r / name).exists() for r in self.shipped):
+        while (self.own_root() / name).exists() or any((r / name).exists() for r in self.shipped):
             n += 1
             name = f"{stem}-{n}"
         return name
