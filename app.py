@@ -443,6 +443,9 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
             def on_step(self, step, loss, metrics):
                 self.emit(step, loss, metrics)
 
+            def on_eval(self, epoch, metrics):
+                self.emit(metrics)
+
         steps: list[int] = []
         curves: dict[str, list[float]] = {}
         yield f"training {plan.folder.name}: answering the training prompts first…", None, None, skip
@@ -451,13 +454,16 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
                 res = item.result
                 created = False
                 calibrated = res.reminder.calibrated
-                yield (f"{'stopped' if res.stopped else 'done'} after {res.step} steps; saved as "
+                yield (f"{'stopped' if res.stopped else 'done'} after {res.step} step{'s' * (res.step != 1)}; saved as "
                        f"**{plan.folder.name}** (in Compare's reminder list)"
                        + ("" if calibrated else "; **uncalibrated**: its threshold was chosen for the earlier prompt "
                           "(tick 'calibrate the threshold afterwards', or `python -m training.detector --out DIR "
                           "--calibrate-only`)"),
-                       skip, json.loads(json.dumps(res.metrics, default=str)),
+                       skip, json.loads(json.dumps(res.metrics, default=str)) if res.metrics else skip,
                        gr.update(choices=reminder_choices(model, request), value=str(plan.folder)))
+                continue
+            if len(item) == 1:  # validation after an epoch
+                yield skip, skip, {"after step": steps[-1] if steps else 0, **item[0]}, skip
                 continue
             step, loss, metrics = item
             steps.append(step)

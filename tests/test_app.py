@@ -215,6 +215,19 @@ def test_train_never_writes_the_shipped_reminders(served):
     assert out["threshold"] == rem.threshold
 
 
+def test_long_cpu_training_on_a_space_asks_first(served, monkeypatch):
+    """On a CPU-only Space a training expected to run long (one step measured here) asks for confirmation first and
+    writes nothing until confirmed."""
+    import app
+
+    client, _ = served
+    monkeypatch.setattr(app, "CONFIRM_LONG_CPU", True)
+    status, *_ = client.predict(name="long", max_steps=100_000, prompts=1, api_name="/train")
+    assert status.startswith("⏳") and "100000 steps ×" in status and "train on the CPU anyway" in status
+    request = type("Request", (), {"session_hash": client.session_hash})()
+    assert not (app.workspace(request).own_root() / "long").exists()
+
+
 def wait_for(job, predicate, timeout: float = 600.0):
     """Poll a gradio_client job until ``predicate(job)`` holds; returns its value."""
     end = time.monotonic() + timeout
@@ -267,3 +280,13 @@ def test_image_label_is_honest_for_each_model(model, says_text_only):
         assert label == ""
     else:
         assert "cannot really see the image" in label and ("trained on text only" in label) == says_text_only
+
+
+def test_model_change_sets_the_reminders_own_gate(served):
+    """Choosing a model selects its first reminder and sets the sliders to that reminder's interval and threshold."""
+    import app
+
+    for model in ("embedded", "embedded-aligned"):
+        dropdown, _, _, interval, threshold = app.on_model(model)
+        info = json.loads((Path(dropdown["value"]) / "reminder.json").read_text())
+        assert (interval["value"], threshold["value"]) == (info["interval"], info["threshold"])
