@@ -168,8 +168,9 @@ def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
     batch = [Example(Pair(r.prompt, filler, 1), target) for r in records]
     soft = reminder.soft_prompt.embeddings.detach().to(adapter.device, adapter.dtype)[None].requires_grad_(True)
     start = time.perf_counter()
-    loss, _ = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
-    loss.backward()
+    with torch.enable_grad():  # whatever the calling thread's mode (a streaming app may have left it off)
+        loss, _ = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
+        loss.backward()
     return time.perf_counter() - start
 
 
