@@ -411,8 +411,8 @@ def run_train(model: str, name: str, max_steps: float, lr: float, batch_size: fl
         plan = ws.plan_training(name, base_folder, bool(continue_training))
         start = Reminder.load(plan.base or plan.folder, adapter) if (plan.base or plan.continued) else None
         n = max(1, int(prompts))
-        steps = max(1, int(max_steps))  # as many epochs as steps: the step count decides, however few the prompts
-        cfg = sapt.SaptConfig(model=model, out=str(plan.folder), epochs=steps, max_steps=steps, lr=float(lr),
+        n_steps = max(1, int(max_steps))  # as many epochs as steps: the step count decides, however few the prompts
+        cfg = sapt.SaptConfig(model=model, out=str(plan.folder), epochs=n_steps, max_steps=n_steps, lr=float(lr),
                               batch_size=max(1, int(batch_size)), max_harmful=n, max_benign=n, max_val=n,
                               refit="threshold" if calibrate else "none")
     except USER_ERRORS as err:

@@ -32,6 +32,8 @@ prompt was already trained continues from that prompt and keeps the earlier runs
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import random
@@ -166,11 +168,14 @@ def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
     filler = " ".join(["step"] * cfg.max_new_tokens)
     target = [adapter.tokenizer.eos_token_id] * cfg.max_target_tokens
     batch = [Example(Pair(r.prompt, filler, 1), target) for r in records]
-    soft = reminder.soft_prompt.embeddings.detach().to(adapter.device, adapter.dtype)[None].requires_grad_(True)
-    start = time.perf_counter()
-    with torch.enable_grad():  # whatever the calling thread's mode (a streaming app may have left it off)
-        loss, _ = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce)
-        loss.backward()
+    # grad on, whatever the calling thread's mode (a streaming app's worker thread may have left inference mode on,
+    # so the reminder's tensors are copied out of it first)
+    with torch.inference_mode(False), torch.enable_grad():
+        probe = dataclasses.replace(reminder, detector=copy.deepcopy(reminder.detector))
+        soft = reminder.soft_prompt.embeddings.clone().to(adapter.device, adapter.dtype)[None].requires_grad_(True)
+        start = time.perf_counter()
+        loss, _ = batch_loss(adapter, probe, soft, batch, cfg.lambda_bce)
+        torch.autograd.grad(loss, soft)  # the soft prompt's gradient only, as in training (the model is frozen)
     return time.perf_counter() - start
 
 
