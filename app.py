@@ -585,7 +585,7 @@ def build() -> gr.Blocks:
                 t_name = gr.Textbox("", label="new reminder name", placeholder="empty: <reminder>-sapt",
                                     elem_id="train-name")
                 t_steps = gr.Number(20, label="max steps", precision=0, elem_id="train-steps")
-                t_prompts = gr.Number(16, label="training prompts per set", precision=0, elem_id="train-prompts")
+                t_prompts = gr.Number(8, label="training prompts per set", precision=0, elem_id="train-prompts")
                 t_lr = gr.Number(1e-2, label="learning rate")
                 t_batch = gr.Number(4, label="batch size", precision=0, elem_id="train-batch")
             with gr.Row():
