@@ -58,6 +58,12 @@ class Reminder:
     def hidden_size(self) -> int:
         return self.soft_prompt.embeddings.shape[1]
 
+    @property
+    def calibrated(self) -> bool:
+        """False when the soft prompt was trained after the threshold was chosen (``uncalibrated`` in the manifest
+        says why; calibrating again removes it)."""
+        return "uncalibrated" not in self.meta
+
     def token_probe(self) -> Detector:
         """The probe for per-token scores (the check probe where no separate one was fitted)."""
         return self.token_detector or self.detector

@@ -94,6 +94,7 @@ def benchmark_bars(results: Mapping[str, Mapping[str, float]], metric: str = "at
 
 def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float]]) -> go.Figure:
     """Training losses over steps: one line per named loss term."""
-    fig = go.Figure([go.Scatter(x=list(steps)[:len(v)], y=list(v), mode="lines", name=k) for k, v in losses.items()])
+    fig = go.Figure([go.Scatter(x=list(steps)[:len(v)], y=list(v), mode="lines+markers", name=k)
+                     for k, v in losses.items()])
     fig.update_layout(title="training loss", xaxis_title="step", yaxis_title="loss", **LAYOUT)
     return fig

@@ -144,6 +144,7 @@ def test_sapt_calibrates_again_through_trained_prompt(tiny, fitted, mode) -> Non
     m = rem.meta["sapt_refit"]
     assert m == {"mode": mode, **result.metrics}
     assert rem.threshold == pytest.approx(m["threshold"]) and m["calibration"]["aggregate"] == before.aggregate
+    assert rem.calibrated  # the threshold was chosen again for the trained prompt: not marked uncalibrated
     h = torch.randn(2, tiny.hidden_size)  # "detector": a new probe, fitted on features read through the trained prompt
     assert torch.allclose(rem.detector(h), before.detector(h)) == (mode == "threshold")
 
@@ -152,6 +153,7 @@ def test_calibrate_only_chooses_the_threshold_again_and_keeps_the_rest(tiny, fit
     folder = _copy(fitted, "recalibrated")
     before = Reminder.load(folder, tiny)
     before.threshold = 0.999
+    before.meta["uncalibrated"] = "the prompt was trained after the threshold was chosen"
     before.save(folder)
     result = detector.main(["--out", str(folder), "--calibrate-only"])  # the model: the reminder's own
     rem = Reminder.load(folder, tiny)
@@ -159,6 +161,7 @@ def test_calibrate_only_chooses_the_threshold_again_and_keeps_the_rest(tiny, fit
     assert rem.threshold == pytest.approx(fitted[1].reminder.threshold) == pytest.approx(result.metrics["threshold"])
     rec = rem.meta["recalibration"]
     assert rec["previous_threshold"] == pytest.approx(0.999) and rec["command"].endswith("--calibrate-only")
+    assert rem.calibrated and not before.calibrated
     assert rec["calibration"] == fitted[1].metrics["calibration"]
     assert rem.meta["detector_metrics"] == before.meta["detector_metrics"]
     assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)
@@ -178,6 +181,7 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
     trained = _copy(fitted, "trained")
     sapt.train(_config(trained, epochs=1, refit="none"), tiny)
     before = Reminder.load(trained, tiny)
+    assert not before.calibrated  # trained without choosing the threshold again: marked in its manifest
     cfg = detector.DetectorConfig(out=str(root / "refit"), max_per_split=CAPS, max_new_tokens=6,
                                   cache=str(root / "responses.jsonl"), max_fpr=0.5, interval=2,
                                   openings=("Great question!",), prompt_from=str(trained))
@@ -187,6 +191,7 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
     rem = Reminder.load(root / "refit", tiny)
     assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)  # the trained prompt is kept
     assert rem.meta["sapt"] == before.meta["sapt"] and "sapt_refit" not in rem.meta
+    assert rem.calibrated  # probes and threshold fitted through the trained prompt
     assert rem.meta["detector_config"]["openings"] == ["Great question!"]
     assert detector.DetectorConfig.of(rem).openings == ("Great question!",)
 

@@ -286,6 +286,7 @@ def recalibrate(folder: str | Path, adapter, command: str = "", check_end: bool 
     threshold, calibration = calibrate_reminder(adapter, reminder, DetectorConfig.of(reminder))
     metrics = {"threshold": threshold, "previous_threshold": reminder.threshold, "calibration": calibration}
     reminder.threshold = threshold
+    reminder.meta.pop("uncalibrated", None)
     reminder.meta["recalibration"] = metrics | {"command": command,
                                                "seconds": round(time.perf_counter() - start, 1)}
     return DetectorResult(reminder, metrics, reminder.save(folder))

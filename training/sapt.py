@@ -32,6 +32,8 @@ prompt was already trained continues from that prompt and keeps the earlier runs
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import random
@@ -53,6 +55,9 @@ from reminder.data import load_refusals
 from .detector import DetectorConfig, calibrate_reminder, check_pairs, fit
 from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
 from .state import load_state, save_state
+
+UNCALIBRATED = "the soft prompt was trained after the threshold was chosen: calibrate it again with `python -m " \
+               "training.detector --out DIR --calibrate-only`"
 
 
 @dataclass
@@ -153,6 +158,27 @@ def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Exam
     return loss, {"ce": ce.item(), "bce": bce.item(), "p_unsafe": torch.sigmoid(logit).mean().item()}
 
 
+def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
+    """Measured seconds of one training step's forward and backward at its longest (``batch_size`` train prompts,
+    each with a ``max_new_tokens`` partial answer and a ``max_target_tokens`` target), on the adapter's device: an
+    upper bound on a step for an expected training time. The soft prompt is not changed."""
+    from reminder.data import load_prompt_set
+
+    records = load_prompt_set("harmful", "train")[:max(1, cfg.batch_size)]
+    filler = " ".join(["step"] * cfg.max_new_tokens)
+    target = [adapter.tokenizer.eos_token_id] * cfg.max_target_tokens
+    batch = [Example(Pair(r.prompt, filler, 1), target) for r in records]
+    # grad on, whatever the calling thread's mode (a streaming app's worker thread may have left inference mode on,
+    # so the reminder's tensors are copied out of it first)
+    with torch.inference_mode(False), torch.enable_grad():
+        probe = dataclasses.replace(reminder, detector=copy.deepcopy(reminder.detector))
+        soft = reminder.soft_prompt.embeddings.clone().to(adapter.device, adapter.dtype)[None].requires_grad_(True)
+        start = time.perf_counter()
+        loss, _ = batch_loss(adapter, probe, soft, batch, cfg.lambda_bce)
+        torch.autograd.grad(loss, soft)  # the soft prompt's gradient only, as in training (the model is frozen)
+    return time.perf_counter() - start
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The example order of ``epoch`` (depends only on the seed and the epoch, so a resumed run sees the same)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -173,6 +199,7 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     reminder = Reminder.load(cfg.out, adapter)
     if not cfg.resume and "sapt" in reminder.meta:  # a new run on a trained prompt: keep the earlier runs' records
         reminder.meta["sapt_history"] = [*reminder.meta.get("sapt_history", []), reminder.meta.pop("sapt")]
+    reminder.meta["uncalibrated"] = UNCALIBRATED  # until the refit: the threshold predates the trained prompt
     reminder.check_start = reminder.check_start or cfg.check_start
     reminder.check_end = reminder.check_end or cfg.check_end
     reminder.detector.to(accelerator.device)
@@ -266,6 +293,7 @@ def refit(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
         threshold, calibration = calibrate_reminder(adapter, reminder, det_cfg)
         metrics = {"threshold": threshold, "calibration": calibration}
     reminder.threshold = threshold
+    reminder.meta.pop("uncalibrated", None)
     reminder.meta["sapt_refit"] = {"mode": cfg.refit, **metrics}
     return metrics
 
