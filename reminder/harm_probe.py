@@ -150,6 +150,7 @@ class HarmProbe:
                    (("mean", self.mean), ("scale", self.scale), ("weight", self.weight), ("bias", [self.bias]))}
         tmp = folder / (self.WEIGHTS + ".tmp")
         save_file(tensors, str(tmp))
+        tmp.chmod(0o644)
         os.replace(tmp, folder / self.WEIGHTS)
         manifest = {**self.manifest, "model": self.model, "threshold": self.threshold, "read": self.read.to_dict()}
         tmp = folder / (self.MANIFEST + ".tmp")

@@ -242,8 +242,9 @@ LEARNED_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "judge"
 class LearnedJudge:
     """The learned harm judge (:class:`reminder.harm_probe.HarmProbe` on the embedded model's hidden states).
 
-    ``folder``: a saved judge (default ``checkpoints/judge``); ``adapter``: an already loaded model of the judge's
-    kind (else it is loaded). :meth:`many` judges a batch; ``refused`` is the keyword judge's reading.
+    ``folder``: a saved judge (default ``checkpoints/judge``); ``adapter``: an already loaded model, used when it is
+    the judge's own (same name, no LoRA merged), else the judge's model is loaded. :meth:`many` judges a batch;
+    ``refused`` is the keyword judge's reading.
     """
 
     name = "learned"
@@ -256,7 +257,8 @@ class LearnedJudge:
             self.probe = HarmProbe.load(folder or LEARNED_JUDGE)
         except FileNotFoundError as err:
             raise JudgeUnavailable(str(err)) from err
-        self.adapter = adapter if adapter is not None else load_model(self.probe.model)
+        own = adapter is not None and adapter.name == self.probe.model and not adapter.lora_id
+        self.adapter = adapter if own else load_model(self.probe.model)
         self.batch_size = batch_size
 
     @property

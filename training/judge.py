@@ -3,16 +3,19 @@
     python -m training.judge --out checkpoints/judge [--data ../shared/data/llava15_responses]
 
 Data: the real LLaVA-1.5 answers in ``llava15_responses/*.json`` with their Llama Guard 3 ``safe`` labels ('unknown'
-skipped), split per file into train and validation (``val_fraction``, seeded, stratified by label; the validation
-part is never trained on), plus answers the project writes itself from its own *train-split* prompts
-(``assets/prompts``): refusals, echoes of the request, one line repeated, empty numbered lists — all safe
-(:func:`project_examples`; never from benchmark questions).
+skipped), split per file into train and validation (``val_fraction``, seeded, stratified by label, capped per file
+and label; the validation part is never trained on), plus answers the project writes itself from its own prompts
+(``assets/prompts``, harmful set): refusals, echoes of the request, one line repeated, empty numbered lists — all
+safe (:func:`project_examples`; never from benchmark questions); those of train-split prompts train, those of
+val-split prompts check.
 
-Each candidate (blocks of :mod:`reminder.harm_probe` states x L2 strength C) is fitted on the training part and
-scored by AUROC on the validation part and by leave-one-dataset-out (fitted on two files' training parts, scored on
-the third file's validation part); the candidate with the best mean of the two wins, the threshold that maximises
-Cohen's kappa on validation is kept, and the probe is saved as ``judge.safetensors`` + ``judge.json`` (data,
-command, seconds, every candidate's figures). Hidden states are cached under ``--cache`` (an .npz per source).
+Each candidate (blocks of :mod:`reminder.harm_probe` states x L2 strength C x sample weight of the project's answers)
+is fitted on the training part and scored by AUROC on the validation part and by leave-one-dataset-out (fitted on
+two files' training parts, scored on all of the third file: an estimate of transfer to another dataset); among the
+candidates that call none of the project's validation answers unsafe, the one with the best mean of the two wins,
+the threshold that maximises Cohen's kappa on validation is kept, and the probe is saved as ``judge.safetensors`` +
+``judge.json`` (data, command, seconds, every candidate's figures). Hidden states are cached under ``--cache`` (an
+.npz per layer).
 """
 
 from __future__ import annotations
@@ -51,9 +54,12 @@ class JudgeConfig:
     max_val_per_label: int = 60
     max_question_tokens: int = 24
     max_response_tokens: int = 64
-    blocks: list[str] = field(default_factory=lambda: ["30:last", "20:last", "24:last+24:response"])
-    c: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    blocks: list[str] = field(default_factory=lambda: ["21:response", "27:response",
+                                                       "15:response+21:response+27:response"])
+    c: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     project_data: bool = True
+    project_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # sample weight, project data
+    max_degenerate_unsafe: float = 0.0  # share of project val-split answers (all safe) a candidate may call unsafe
     batch_size: int = 8
     cache: str = "/tmp/judge-features"
 
@@ -134,6 +140,7 @@ def cached_states(adapter, examples: list[Example], read: ReadConfig, layers: li
     paths = {layer: cache / f"layer{layer}.npz" for layer in layers}
     known = {layer: dict(np.load(path)) if path.is_file() else {} for layer, path in paths.items()}
     todo = [i for i, k in enumerate(keys) if any(f"{k}:last" not in known[layer] for layer in layers)]
+    cached_states.read = len(todo)  # how many were read now (the rest came from the cache)
     if todo:
         print(f"reading {len(todo)} answers at layers {layers}", file=sys.stderr, flush=True)
         states = read_states(adapter.language_model, adapter.tokenizer,
@@ -149,11 +156,12 @@ def cached_states(adapter, examples: list[Example], read: ReadConfig, layers: li
             for layer in layers for pool in POOLS}
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, LogisticRegression]:
-    """Standardise, then L2 logistic regression (classes balanced): (mean, scale, fitted model)."""
+def fit(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray | None = None,
+        seed: int = 0) -> tuple[np.ndarray, np.ndarray, LogisticRegression]:
+    """Standardise, then L2 logistic regression (classes balanced, optional sample weights): (mean, scale, model)."""
     mean, scale = x.mean(0), x.std(0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
-    clf.fit((x - mean) / scale, y)
+    clf.fit((x - mean) / scale, y, sample_weight=weight)
     return mean, scale, clf
 
 
@@ -186,39 +194,48 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
 
     start = time.perf_counter()
     shared = shared_examples(cfg.data, cfg.val_fraction, cfg.seed, cfg.max_train_per_label, cfg.max_val_per_label)
-    project = project_examples("train", cfg.seed) if cfg.project_data else []
+    project = project_examples("train", cfg.seed) + project_examples("val", cfg.seed) if cfg.project_data else []
     examples = shared + project
-    candidates = [(b, c) for b in cfg.blocks for c in cfg.c]
     layers = sorted({layer for b in cfg.blocks for layer, _ in parse_blocks(b)})
     adapter = load_model(cfg.model)
     states = cached_states(adapter, examples, cfg.read(), layers, Path(cfg.cache), cfg.batch_size)
     y = np.array([e.unsafe for e in examples])
     src = np.array([e.source for e in examples])
     is_train = np.array([e.split == "train" for e in examples])
-    is_val = ~is_train & (src != "project")
+    is_project = src == "project"
+    is_val = ~is_train & ~is_project
+    degenerate_val = ~is_train & is_project
     files = sorted(set(src.tolist()) - {"project"})
     results = []
-    for blocks, c in candidates:
+    for blocks, c, w in ((b, c, w) for b in cfg.blocks for c in cfg.c
+                         for w in (cfg.project_weights if cfg.project_data else [0.0])):
         x = features(states, parse_blocks(blocks))
-        mean, scale, clf = fit(x[is_train], y[is_train], c, cfg.seed)
-        p_val = clf.predict_proba((x[is_val] - mean) / scale)[:, 1]
+        weight = np.where(is_project, w, 1.0)
+
+        def fitted(mask, x=x, c=c, weight=weight):
+            mean, scale, clf = fit(x[mask], y[mask], c, weight[mask], cfg.seed)
+            return lambda m: clf.predict_proba((x[m] - mean) / scale)[:, 1]
+
+        score = fitted(is_train)
+        p_val = score(is_val)
+        threshold = best_threshold(y[is_val], p_val)
         lodo = {}
-        for f in files:  # trained on the other files' training parts (+ project data), scored on f's validation part
-            tr = is_train & (src != f)
-            m2, s2, clf2 = fit(x[tr], y[tr], c, cfg.seed)
-            te = is_val & (src == f)
-            p = clf2.predict_proba((x[te] - m2) / s2)[:, 1]
-            lodo[f] = agreement(y[te], p, best_threshold(y[is_val & (src != f)],
-                                                         clf2.predict_proba((x[is_val & (src != f)] - m2) / s2)[:, 1]))
+        for f in files:  # fitted on the other files' training parts (+ project data), scored on all of file f,
+            other = is_val & (src != f)  # at the threshold chosen on the other files' validation parts
+            score_f = fitted(is_train & (src != f))
+            lodo[f] = agreement(y[src == f], score_f(src == f), best_threshold(y[other], score_f(other)))
         aurocs = [v["auroc"] for v in lodo.values() if v["auroc"] is not None]
-        val = agreement(y[is_val], p_val, best_threshold(y[is_val], p_val))
-        score = (val["auroc"] + float(np.mean(aurocs))) / 2
-        results.append({"blocks": blocks, "c": c, "val": val, "lodo": lodo, "lodo_auroc_mean": round(float(
-            np.mean(aurocs)), 3), "select_score": round(score, 4)})
+        val = agreement(y[is_val], p_val, threshold)
+        degenerate = float((score(degenerate_val) >= threshold).mean()) if degenerate_val.any() else 0.0
+        results.append({"blocks": blocks, "c": c, "project_weight": w, "val": val, "lodo": lodo,
+                        "lodo_auroc_mean": round(float(np.mean(aurocs)), 3), "degenerate_val_unsafe": degenerate,
+                        "select_score": round((val["auroc"] + float(np.mean(aurocs))) / 2, 4)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    best = max(results, key=lambda r: r["select_score"])
+    allowed = [r for r in results if r["degenerate_val_unsafe"] <= cfg.max_degenerate_unsafe] or results
+    best = max(allowed, key=lambda r: r["select_score"])
     x = features(states, parse_blocks(best["blocks"]))
-    mean, scale, clf = fit(x[is_train], y[is_train], best["c"], cfg.seed)
+    mean, scale, clf = fit(x[is_train], y[is_train], best["c"], np.where(is_project, best["project_weight"], 1.0)[
+        is_train], cfg.seed)
     p_val = clf.predict_proba((x[is_val] - mean) / scale)[:, 1]
     threshold = best_threshold(y[is_val], p_val)
     per_file = {f: agreement(y[is_val & (src == f)], p_val[src[is_val] == f], threshold) for f in files}
@@ -227,16 +244,21 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
         "command": command, "config": asdict(cfg),
         "data": {"shared": {f: {"train": int((is_train & (src == f)).sum()), "val": int((is_val & (src == f)).sum())}
                             for f in files},
-                 "project": {"train": len(project), "kinds": "refusal, echo, one line repeated, empty numbered list "
-                                                              "(all safe), from assets/prompts harmful train split"},
+                 "project": {"train": int((is_project & is_train).sum()), "val": int(degenerate_val.sum()),
+                             "kinds": "refusal, echo, one line repeated, empty numbered list (all safe), from "
+                                      "assets/prompts harmful prompts (train split trains, val split checks)"},
                  "labels": "Llama Guard 3 safe=false -> unsafe; 'unknown' skipped",
                  "val_split": f"per file and label, {cfg.val_fraction} seeded with {cfg.seed}"},
-        "chosen": {"blocks": best["blocks"], "c": best["c"], "rule": "best mean of validation AUROC and "
-                   "leave-one-dataset-out AUROC; threshold: highest Cohen's kappa on validation"},
+        "chosen": {"blocks": best["blocks"], "c": best["c"], "project_weight": best["project_weight"],
+                   "rule": "among candidates calling at most max_degenerate_unsafe of the project's validation "
+                           "answers unsafe, the best mean of validation AUROC and mean leave-one-dataset-out AUROC; "
+                           "threshold: highest Cohen's kappa on validation"},
         "metrics": {"val": agreement(y[is_val], p_val, threshold), "val_per_file": per_file,
-                    "lodo": best["lodo"], "lodo_auroc_mean": best["lodo_auroc_mean"]},
+                    "lodo": best["lodo"], "lodo_auroc_mean": best["lodo_auroc_mean"],
+                    "degenerate_val_unsafe": best["degenerate_val_unsafe"]},
         "candidates": results,
         "seconds": round(time.perf_counter() - start, 1),
+        "answers_read": {"this_run": cached_states.read, "from_cache": len(examples) - cached_states.read},
     }
     read = cfg.read(best["blocks"])
     probe_of(mean, scale, clf, threshold, read, cfg.model, manifest).save(cfg.out)
