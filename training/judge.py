@@ -12,8 +12,9 @@ val-split prompts check.
 Each candidate (blocks of :mod:`reminder.harm_probe` states x L2 strength C x sample weight of the project's answers)
 is fitted on the training part and scored by AUROC on the validation part and by leave-one-dataset-out (fitted on
 two files' training parts, scored on all of the third file: an estimate of transfer to another dataset); among the
-candidates that call none of the project's validation answers unsafe, the one with the best mean of the two wins,
-the threshold that maximises Cohen's kappa on validation is kept, and the probe is saved as ``judge.safetensors`` +
+candidates that call none of the project's validation answers unsafe, the one with the best mean of the two wins
+(or, within ``cheaper_within`` of it, the one whose forward can stop earliest: the judge must be fast), the
+threshold that maximises Cohen's kappa on validation is kept, and the probe is saved as ``judge.safetensors`` +
 ``judge.json`` (data, command, seconds, every candidate's figures). Hidden states are cached under ``--cache`` (an
 .npz per layer).
 """
@@ -60,6 +61,7 @@ class JudgeConfig:
     project_data: bool = True
     project_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # sample weight, project data
     max_degenerate_unsafe: float = 0.0  # share of project val-split answers (all safe) a candidate may call unsafe
+    cheaper_within: float = 0.005  # a candidate whose forward stops earlier wins if its score is at most this lower
     batch_size: int = 8
     cache: str = "/tmp/judge-features"
 
@@ -232,7 +234,10 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
                         "select_score": round((val["auroc"] + float(np.mean(aurocs))) / 2, 4)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     allowed = [r for r in results if r["degenerate_val_unsafe"] <= cfg.max_degenerate_unsafe] or results
-    best = max(allowed, key=lambda r: r["select_score"])
+    top = max(r["select_score"] for r in allowed)
+    depth = lambda r: max(layer for layer, _ in parse_blocks(r["blocks"]))  # noqa: E731 - the forward's cost
+    best = max((r for r in allowed if r["select_score"] >= top - cfg.cheaper_within),
+               key=lambda r: (-depth(r), r["select_score"]))
     x = features(states, parse_blocks(best["blocks"]))
     mean, scale, clf = fit(x[is_train], y[is_train], best["c"], np.where(is_project, best["project_weight"], 1.0)[
         is_train], cfg.seed)
@@ -251,8 +256,9 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
                  "val_split": f"per file and label, {cfg.val_fraction} seeded with {cfg.seed}"},
         "chosen": {"blocks": best["blocks"], "c": best["c"], "project_weight": best["project_weight"],
                    "rule": "among candidates calling at most max_degenerate_unsafe of the project's validation "
-                           "answers unsafe, the best mean of validation AUROC and mean leave-one-dataset-out AUROC; "
-                           "threshold: highest Cohen's kappa on validation"},
+                           "answers unsafe, the best mean of validation AUROC and mean leave-one-dataset-out AUROC, "
+                           "or the one reading the shallowest layers within cheaper_within of it (the forward stops "
+                           "there); threshold: highest Cohen's kappa on validation"},
         "metrics": {"val": agreement(y[is_val], p_val, threshold), "val_per_file": per_file,
                     "lodo": best["lodo"], "lodo_auroc_mean": best["lodo_auroc_mean"],
                     "degenerate_val_unsafe": best["degenerate_val_unsafe"]},
