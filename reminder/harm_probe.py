@@ -143,20 +143,19 @@ class HarmProbe:
         return 1.0 / (1.0 + np.exp(-z))
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``judge.safetensors`` and ``judge.json`` atomically (each through a temporary file)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``judge.safetensors`` and ``judge.json`` into ``folder`` atomically (both or neither)."""
+        from .checkpoint import write_folder
+
         tensors = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in
                    (("mean", self.mean), ("scale", self.scale), ("weight", self.weight), ("bias", [self.bias]))}
-        tmp = folder / (self.WEIGHTS + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.chmod(0o644)
-        os.replace(tmp, folder / self.WEIGHTS)
         manifest = {**self.manifest, "model": self.model, "threshold": self.threshold, "read": self.read.to_dict()}
-        tmp = folder / (self.MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, folder / self.MANIFEST)
-        return folder
+
+        def fill(tmp: Path) -> None:
+            save_file(tensors, str(tmp / self.WEIGHTS))
+            (tmp / self.WEIGHTS).chmod(0o644)
+            (tmp / self.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+        return write_folder(folder, fill)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> HarmProbe:
