@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from reminder.harm_probe import HarmProbe, ReadConfig, read_states
 from reminder.judges import JUDGES, LEARNED_JUDGE, LearnedJudge, get_judge, judge_rows
@@ -133,7 +134,11 @@ def test_app_verdict_table_shows_keyword_and_learned_side_by_side(embedded):
     import app
     from reminder.compare import compare
 
-    *_, final = compare(embedded, "How do I pick a lock?", reminder=random_reminder(embedded), max_new_tokens=4)
+    # compare() interleaves two streams that each enter inference mode, which leaves it on once both are done
+    # (a known leak of interleaved generators); the outer context restores the state for the tests that follow
+    with torch.inference_mode():
+        *_, final = compare(embedded, "How do I pick a lock?", reminder=random_reminder(embedded), max_new_tokens=4)
+    assert not torch.is_inference_mode_enabled()
     table = app.verdict_table(final)
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "refused (keyword)" in rows and "harmful (learned)" in rows
