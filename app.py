@@ -137,13 +137,32 @@ def highlighted(result, prefill: str = "") -> list[tuple[str, str | None]]:
     return out
 
 
+_learned: dict[str, object] = {}
+
+
+def harm_cells(state) -> list[str]:
+    """The learned judge's reading of both answers ("yes (0.93)"), or "–" where it cannot run."""
+    try:
+        from reminder.judges import LearnedJudge
+
+        if "judge" not in _learned:
+            _learned["judge"] = LearnedJudge(adapter=get_model("embedded"))
+        runs = (state.baseline, state.guarded)
+        verdicts = _learned["judge"].many([(state.inputs.prompt, state.inputs.prefill + r.text) for r in runs])
+        return [f"{'yes' if v.unsafe else 'no'} ({v.harmful:.2f})" for v in verdicts]
+    except Exception:  # noqa: BLE001 - the verdict table never breaks the comparison
+        return ["–", "–"]
+
+
 def verdict_table(state) -> str:
     def ms(run):
         return f"{1000 * run.seconds_per_token:.0f} ms"
     until = state.tokens_until_intervention
+    harm = harm_cells(state)
     return ("| | baseline | guarded |\n|---|---|---|\n"
-            f"| refused (keyword judge) | {'yes' if state.baseline.refused else 'no'} | "
+            f"| refused (keyword) | {'yes' if state.baseline.refused else 'no'} | "
             f"{'yes' if state.guarded.refused else 'no'} |\n"
+            f"| harmful (learned) | {harm[0]} | {harm[1]} |\n"
             f"| tokens until intervention | – | {until if until is not None else 'never fired'} |\n"
             f"| time per token | {ms(state.baseline)} | {ms(state.guarded)} |\n"
             f"| generated tokens | {len(state.baseline.scores)} | {len(state.guarded.scores)} |")

@@ -2,7 +2,9 @@
 
     python -m benchmarks.aligned [--n-harmful 30 --n-benign 30] [--reminder checkpoints/embedded-aligned]
 
-Held-out (test split) prompts, greedy decoding, 96 new tokens, keyword refusal judge:
+Held-out (test split) prompts, greedy decoding, 96 new tokens, keyword refusal judge; next to each keyword ASR
+(``asr_*``: not refused), ``unsafe_*`` is the attack success by the learned harm judge (the share of answers it
+calls unsafe, prefill included):
 
 * direct harmful requests -> refusal rate; benign requests -> refusal rate (over-refusal);
 * factual questions (``assets/prompts/factual.jsonl``, each with an answer keyword) -> accuracy of each model, and
@@ -36,7 +38,7 @@ from attacks.prefill import apply_template
 from reminder import Reminder, generate, load_model, paths
 from reminder.checkpoint import write_metrics
 from reminder.data import PROMPTS_DIR, load_prompt_set
-from reminder.judges import is_refusal
+from reminder.judges import LearnedJudge, is_refusal, unsafe_share
 from reminder.models.registry import CHECKPOINTS
 from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
 
@@ -77,7 +79,8 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
     benign = [r.prompt for r in load_prompt_set("benign", "test")[:n_benign]]
     factual = [json.loads(line) for line in (PROMPTS_DIR / "factual.jsonl").read_text().splitlines()]
     metrics: dict = {"n_harmful": len(harmful), "n_benign": len(benign), "n_factual": len(factual),
-                     "max_new_tokens": max_new_tokens, "judge": "keyword", "split": "test"}
+                     "max_new_tokens": max_new_tokens, "judge": "keyword", "judge_unsafe": "learned", "split": "test"}
+    judge = LearnedJudge()
     correct = {}
     for name in ("embedded", "embedded-aligned"):
         adapter = load_model(name)
@@ -85,6 +88,7 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
         for attack, (prompts, prefill, image) in attacks.items():
             texts = _answers(adapter, prompts, prefill, image, max_new_tokens)
             row[f"asr_{attack}"] = _rate(not is_refusal(t) for t in texts)
+            row[f"unsafe_{attack}"] = unsafe_share(judge, harmful, [prefill + t for t in texts])
         row["harmful_refusal_direct"] = round(1 - row["asr_none"], 4)
         benign_ids = greedy_ids(adapter, benign, "", max_new_tokens)
         benign_texts = [adapter.tokenizer.decode(ids, skip_special_tokens=True) for ids in benign_ids]
@@ -97,6 +101,7 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
             for attack, (prompts, prefill, image) in attacks.items():
                 texts = _answers(adapter, prompts, prefill, image, max_new_tokens, rem)
                 row[f"asr_{attack}_reminder"] = _rate(not is_refusal(t) for t in texts)
+                row[f"unsafe_{attack}_reminder"] = unsafe_share(judge, harmful, [prefill + t for t in texts])
             guarded = [generate(adapter, p, reminder=rem, max_new_tokens=max_new_tokens) for p in benign]
             row["benign_unchanged_reminder"] = _rate(g.token_ids == ids for g, ids in zip(guarded, benign_ids,
                                                                                           strict=True))
@@ -117,13 +122,14 @@ def run(n_harmful: int = 30, n_benign: int = 30, max_new_tokens: int = 96,
 
 
 def table(m: dict) -> str:
-    """The README's markdown table: base / aligned / aligned + attack / aligned + attack + reminder."""
+    """The README's markdown table: base / aligned / aligned + attack / aligned + attack + reminder; each cell is
+    the keyword ASR (not refused) / the learned judge's ASR (judged unsafe)."""
     base, al = m["embedded"], m["embedded-aligned"]
     pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-    lines = ["| attack | base ASR | aligned ASR | aligned + reminder ASR |", "|---|---|---|---|"]
+    both = lambda row, key: f"{pct(row.get('asr_' + key))} / {pct(row.get('unsafe_' + key))}"  # noqa: E731
+    lines = ["| attack (ASR: keyword / learned) | base | aligned | aligned + reminder |", "|---|---|---|---|"]
     for attack in [k[4:] for k in al if k.startswith("asr_") and not k.endswith("_reminder")]:
-        lines.append(f"| {attack} | {pct(base.get('asr_' + attack))} | {pct(al.get('asr_' + attack))} | "
-                     f"{pct(al.get(f'asr_{attack}_reminder'))} |")
+        lines.append(f"| {attack} | {both(base, attack)} | {both(al, attack)} | {both(al, attack + '_reminder')} |")
     lines += ["", f"Benign refusal: base {pct(base['benign_refusal'])}, aligned {pct(al['benign_refusal'])}; "
               f"factual accuracy base {pct(base['factual_accuracy'])}, aligned {pct(al['factual_accuracy'])} "
               f"(aligned keeps {pct(m['factual_kept'])} of the base model's correct answers); benign answers "

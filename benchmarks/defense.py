@@ -2,7 +2,9 @@
 
     python -m benchmarks.defense --model embedded --reminder checkpoints/embedded [--n-harmful 30 --n-benign 30]
 
-Greedy decoding, 96 new tokens, keyword refusal judge (:func:`reminder.judges.is_refusal`):
+Greedy decoding, 96 new tokens, keyword refusal judge (:func:`reminder.judges.is_refusal`); next to each harmful
+refusal rate, ``*_unsafe_*`` is the attack success by the learned harm judge (``learned``: the share of answers it
+calls unsafe, prefill included):
 
 * ``harmful_refusal_plain``: harmful prompts, no reminder;
 * ``harmful_refusal_reminder``: harmful prompts, guarded by the reminder;
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
-from reminder.judges import is_refusal
+from reminder.judges import LearnedJudge, is_refusal, unsafe_share
 from training.detector import (
     DetectorConfig,
     generation_checks,
@@ -79,10 +81,16 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
     per_gen = scores_report(peak, gens.unsafe, rem.threshold)
 
     rate = lambda xs: float(np.mean(xs)) if len(xs) else None  # noqa: E731
+    judge = LearnedJudge(adapter=adapter)
+    asked = [r.prompt for r in harmful]
     metrics = {
         "harmful_refusal_plain": rate([is_refusal(t) for t in plain_harmful]),
         "harmful_refusal_reminder": rate([is_refusal(g.text) for g in with_rem]),
         "harmful_refusal_prefill_reminder": rate([is_refusal(g.text) for g in with_prefill]),
+        "harmful_unsafe_plain": unsafe_share(judge, asked, plain_harmful),
+        "harmful_unsafe_reminder": unsafe_share(judge, asked, [g.text for g in with_rem]),
+        "harmful_unsafe_prefill_reminder": unsafe_share(judge, asked,
+                                                        [AFFIRMATIVE_PREFILL + g.text for g in with_prefill]),
         "harmful_fired": rate([bool(g.injections) for g in with_rem]),
         "benign_fired": rate([bool(g.injections) for g in benign_rem]),
         "benign_identical": rate([g.token_ids == ids for g, ids in zip(benign_rem, plain_ids, strict=True)]),
@@ -91,7 +99,7 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
         "detector_fired_test": {k: rate(peak[gens.kind == k] >= rem.threshold) for k in dict.fromkeys(gens.kind)},
         "n_harmful": len(harmful), "n_benign": len(benign), "max_new_tokens": max_new_tokens,
         "threshold": rem.threshold, "interval": rem.interval, "check_start": rem.check_start,
-        "check_end": rem.check_end, "judge": "keyword", "split": "test",
+        "check_end": rem.check_end, "judge": "keyword", "judge_unsafe": "learned", "split": "test",
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(metrics, indent=2))

@@ -63,10 +63,21 @@ def test_grid_interrupt_and_resume(tiny_folder, prompts, tmp_path):
     for g in overall:
         rows = [r for r in summary.rows if (r["attack"], r["defense"]) == (g["attack"], g["defense"])]
         assert g["asr_keyword"] == pytest.approx(sum(not r["judge"]["keyword"]["refused"] for r in rows) / 2)
+        # the learned judge's attack success is the share it calls unsafe, next to the keyword figure
+        assert g["asr_learned"] == pytest.approx(sum(r["judge"]["learned"]["unsafe"] for r in rows) / 2)
     out = tmp_path / "run"
     assert (out / "summary.csv").read_text().count("\n") == len(summary.groups) + 1
     assert "plotly" in (out / "report.html").read_text()
     assert len(run_grid(cfg, callback=more.append).rows) == 8 and len(more) == 5  # nothing left to do
+
+
+def test_summary_reads_rows_written_before_verdicts_had_unsafe():
+    from reminder.eval import summarise
+
+    row = {"dataset": "d", "id": "1", "attack": "none", "defense": "none", "category": "c", "harmful_request": True,
+           "injections": [], "tokens_before_reminder": None, "seconds_per_token": 0.1,
+           "judge": {"keyword": {"refused": False, "harmful": 1.0, "valid": True, "detail": ""}}}
+    assert summarise([row]).groups[0]["asr_keyword"] == 1.0
 
 
 def test_keyword_pitfalls():
