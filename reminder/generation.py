@@ -112,8 +112,26 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
            config: GenerationConfig | None = None) -> Iterator[TokenEvent | CheckEvent | Generation]:
     """Yield a TokenEvent per token and a CheckEvent per check; the last item is the finished Generation.
 
-    The prompt is step 0: a reminder with ``check_start`` is also checked on it, before the first token.
+    The prompt is step 0: a reminder with ``check_start`` is also checked on it, before the first token. Each step
+    runs in inference mode and the mode is left between steps, so interleaved streams (the app's baseline and guarded
+    runs) never leave the thread in inference mode.
     """
+    return _stepwise_inference(_stream(adapter, prompt, reminder, config))
+
+
+def _stepwise_inference(steps: Iterator):
+    """Run each step of ``steps`` under ``torch.inference_mode()``, outside it between steps."""
+    while True:
+        with torch.inference_mode():
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+        yield item
+
+
+def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
+            config: GenerationConfig | None) -> Iterator[TokenEvent | CheckEvent | Generation]:
     cfg = config or GenerationConfig()
     check_prompt(adapter, prompt, cfg.max_new_tokens)
     guarded = reminder is not None and cfg.guard
@@ -155,70 +173,69 @@ def stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None = None
             soft_last = soft_on_cache()[0][:, -1]
         return adapter.logits(soft_last)
 
-    with torch.inference_mode():
-        enc = adapter.encode(prompt)
-        cache = adapter.new_cache()
-        delta = enc.next_position - len(prompt)  # position = cache length + delta (M-RoPE offset)
-        step, positions = enc.embeds, enc.positions  # the real embeddings this step feeds: prompt, then a token
-        while True:
-            n = len(ids)
-            # a check needs a token after it to matter: none after the last allowed one
-            due = (guarded and len(injections) < cfg.max_injections and n < cfg.max_new_tokens
-                   and (n % interval == 0 if n else reminder.check_start))
-            past, real = cache.get_seq_length(), step.shape[1]
-            x = step
-            if due and cfg.check == "fused":
-                x = torch.cat([step, soft], dim=1)
-                positions = torch.cat([positions, adapter.positions(past + real + delta, soft.shape[1])], dim=-1)
-            last, hid = adapter.forward(x, positions, cache, layer)
-            logits = adapter.logits(last[:, real - 1])
-            if not n:
-                start = time.perf_counter()  # decoding time, after the prompt's forward
+    enc = adapter.encode(prompt)
+    cache = adapter.new_cache()
+    delta = enc.next_position - len(prompt)  # position = cache length + delta (M-RoPE offset)
+    step, positions = enc.embeds, enc.positions  # the real embeddings this step feeds: prompt, then a token
+    while True:
+        n = len(ids)
+        # a check needs a token after it to matter: none after the last allowed one
+        due = (guarded and len(injections) < cfg.max_injections and n < cfg.max_new_tokens
+               and (n % interval == 0 if n else reminder.check_start))
+        past, real = cache.get_seq_length(), step.shape[1]
+        x = step
+        if due and cfg.check == "fused":
+            x = torch.cat([step, soft], dim=1)
+            positions = torch.cat([positions, adapter.positions(past + real + delta, soft.shape[1])], dim=-1)
+        last, hid = adapter.forward(x, positions, cache, layer)
+        logits = adapter.logits(last[:, real - 1])
+        if not n:
+            start = time.perf_counter()  # decoding time, after the prompt's forward
+        else:
+            piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
+            pieces.append(piece)
+            p_tok = float(token_probe(hid[0, real - 1])) if token_probe is not None else None
+            if scores is not None:
+                scores.append(p_tok)
+            yield TokenEvent(n - 1, ids[-1], piece, p_tok)
+
+        if due:
+            soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
+            if cfg.check == "fused":
+                h_check, soft_last = hid[0, -1], last[:, -1]
+            elif cfg.check == "separate":
+                last_s, h_s = soft_on_cache()
+                h_check, soft_last = h_s[0, -1], last_s[:, -1]
+            else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
+                gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
+                full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
+                pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
+                _, h_full = adapter.forward(full, pos, None, layer)
+                h_check = h_full[0, -1]
+            yield score(h_check)
+            if not checks[-1].fired:
+                if soft_last is not None:
+                    _truncate(cache, past + real)
             else:
-                piece, decoded = text_piece(adapter.tokenizer, ids, decoded)
-                pieces.append(piece)
-                p_tok = float(token_probe(hid[0, real - 1])) if token_probe is not None else None
-                if scores is not None:
-                    scores.append(p_tok)
-                yield TokenEvent(n - 1, ids[-1], piece, p_tok)
+                logits = inject(soft_last)
 
-            if due:
-                soft_last = None  # final hidden state at the last soft token, where the reminder is in the cache
-                if cfg.check == "fused":
-                    h_check, soft_last = hid[0, -1], last[:, -1]
-                elif cfg.check == "separate":
-                    last_s, h_s = soft_on_cache()
-                    h_check, soft_last = h_s[0, -1], last_s[:, -1]
-                else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
-                    gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
-                    full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
-                    pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
-                    _, h_full = adapter.forward(full, pos, None, layer)
-                    h_check = h_full[0, -1]
-                yield score(h_check)
-                if not checks[-1].fired:
-                    if soft_last is not None:
-                        _truncate(cache, past + real)
-                else:
-                    logits = inject(soft_last)
-
-            if n == cfg.max_new_tokens:
+        if n == cfg.max_new_tokens:
+            break
+        tok = _pick(logits, suppress, cfg, gen)
+        if tok in adapter.eos_ids and not cfg.ignore_eos:
+            if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
                 break
-            tok = _pick(logits, suppress, cfg, gen)
-            if tok in adapter.eos_ids and not cfg.ignore_eos:
-                if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
-                    break
-                last_s, h_s = soft_on_cache()  # the end check: the answer stops between check points
-                yield score(h_s[0, -1])
-                if not checks[-1].fired:
-                    break
-                tok = _pick(inject(last_s[:, -1]), suppress, cfg, gen)
-                if tok in adapter.eos_ids:
-                    break
-            ids.append(tok)
-            step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
-            positions = adapter.positions(cache.get_seq_length() + delta, 1)
-        seconds = time.perf_counter() - start
+            last_s, h_s = soft_on_cache()  # the end check: the answer stops between check points
+            yield score(h_s[0, -1])
+            if not checks[-1].fired:
+                break
+            tok = _pick(inject(last_s[:, -1]), suppress, cfg, gen)
+            if tok in adapter.eos_ids:
+                break
+        ids.append(tok)
+        step = adapter.embed(torch.tensor([[tok]], device=adapter.device))
+        positions = adapter.positions(cache.get_seq_length() + delta, 1)
+    seconds = time.perf_counter() - start
 
     yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, cfg.mode)
 

@@ -7,7 +7,7 @@ import torch
 from conftest import random_reminder
 from PIL import Image
 
-from reminder import Detector, generate, load_model
+from reminder import Detector, GenerationConfig, generate, load_model
 from reminder.models.tiny import FAMILIES
 
 IMAGE = Image.new("RGB", (90, 70), (30, 120, 200))
@@ -215,3 +215,19 @@ def test_detector_reads_a_bf16_model_in_float32():
     h = torch.tensor([[2.0, 7.0, 1.0, 0.5]], dtype=torch.bfloat16)
     logit = det.logit(h)
     assert logit.dtype == torch.float32 and logit.tolist() == pytest.approx([(2.0 - 0.5) / 0.5 + 0.25])
+
+
+def test_interleaved_streams_leave_the_thread_out_of_inference_mode(tiny_models):
+    """The app interleaves the baseline and guarded streams on one worker thread; afterwards that thread must still
+    build graphs (PGD and training run there next), and each stream must give what it gives alone."""
+    from reminder.generation import stream
+
+    model = tiny_models["idefics3"]
+    alone = [generate(model, p, max_new_tokens=6).token_ids for p in ("Hi", "Hello there")]
+    a, b = (stream(model, model.build(p), None, GenerationConfig(max_new_tokens=6)) for p in ("Hi", "Hello there"))
+    next(a), next(b), next(a)
+    results = [list(a)[-1], list(b)[-1]]
+    assert not torch.is_inference_mode_enabled()
+    assert [r.token_ids for r in results] == alone
+    x = torch.ones(2, requires_grad=True)
+    assert (x * 2).sum().requires_grad
