@@ -14,8 +14,9 @@ rotated or upside-down text: the orientation classifier is off), boxes read with
 :attr:`ReadingConfig.min_score`, and everything after the first :attr:`ReadingConfig.max_tokens` tokens read.
 
 Lines come in reading order (top to bottom, left to right within a line). Images are flattened onto white (alpha),
-scaled down so that their longer side is at most :attr:`ReadingConfig.max_side` before OCR (time is bounded by that
-size and by :attr:`ReadingConfig.max_boxes`) and, when small, scaled up to :attr:`ReadingConfig.min_side`.
+scaled down so that their longer side is at most :attr:`ReadingConfig.max_side` before OCR and, when small, scaled
+up to :attr:`ReadingConfig.min_side`. Time is bounded by that size, by :attr:`ReadingConfig.max_boxes` and by
+:attr:`ReadingConfig.max_line_px` (recognition stops once that much text is read, in reading order).
 
 Readings are cached by image content (a hash of the RGB pixels): the same image gives the same text and is never
 read twice in a process. The OCR engine is loaded lazily, once.
@@ -41,11 +42,13 @@ class ReadingConfig:
 
     min_score: float = 0.5  # boxes whose recognition confidence is below this are dropped
     max_tokens: int = 256  # at most this many tokens of read text enter the prompt (the rest is cut)
-    max_side: int = 2000  # longer image side before OCR (larger images are scaled down: time stays bounded)
+    max_side: int = 1280  # longer image side for OCR (larger images are scaled down: detection time stays bounded)
     min_side: int = 0  # shorter side below this is scaled up first (0: off)
-    max_boxes: int = 200  # text boxes recognised, in reading order (an image of thousands of words stays bounded)
-    det_side: int = 960  # the text detector's input size: its longer side scaled to this (see det_limit)
-    det_limit: str = "max"  # "max": the longer side capped at det_side; "min" (PP-OCR's default, 736): shorter raised
+    max_boxes: int = 200  # text boxes recognised at most, in reading order
+    max_line_px: int = 12000  # recognition stops once the boxes read, at the recogniser's 48 px height, are this wide
+    #                           in total (about 500 characters): a page of thousands of words stays bounded in time
+    det_limit: str = "max"  # "max": the detector sees the image at its own size (<= max_side); "min" (PP-OCR's
+    #                         default) first scales its shorter side up to 736 px
     det_dilation: bool = True  # PP-OCR's dilation of the text map (joins letters; may join close lines)
     det_unclip: float = 1.6  # how far detected boxes are grown (PP-OCR's default)
 
@@ -53,7 +56,7 @@ class ReadingConfig:
     def id(self) -> str:
         """Names this reading in cache keys (a model's answers to an image depend on what it read)."""
         return (f"{ENGINE}/score{self.min_score}/tokens{self.max_tokens}/side{self.max_side}-{self.min_side}"
-                f"/boxes{self.max_boxes}/det-{self.det_limit}{self.det_side}"
+                f"/boxes{self.max_boxes}/px{self.max_line_px}/det-{self.det_limit}"
                 f"-dil{int(self.det_dilation)}-unclip{self.det_unclip}")
 
 
@@ -90,7 +93,7 @@ class Reader:
                 raise RuntimeError(f"the embedded model reads images with {ENGINE}: pip install it ({err})") from err
             # confidence filtering happens here (min_score), not in the engine; no orientation classifier
             self._engine = RapidOCR(text_score=0.0, use_cls=False, print_verbose=False,
-                                    det_limit_side_len=self.config.det_side, det_limit_type=self.config.det_limit,
+                                    det_limit_side_len=736, det_limit_type=self.config.det_limit,
                                     det_use_dilation=self.config.det_dilation, det_unclip_ratio=self.config.det_unclip)
         return self._engine
 
@@ -130,7 +133,12 @@ class Reader:
             return []
         boxes = [b for b in boxes if _height(b) > 0]
         lines = reading_order(boxes)
-        boxes = [b for line in lines for b in line][:cfg.max_boxes]
+        boxes, width = [b for line in lines for b in line][:cfg.max_boxes], 0.0
+        for n, box in enumerate(boxes):  # in reading order, while the recogniser's budget lasts
+            width += _width(box) * 48 / max(_height(box), 1.0)
+            if width > cfg.max_line_px and n:
+                boxes = boxes[:n]
+                break
         crops = engine.get_crop_img_list(bgr, [np.asarray(b, dtype=np.float32) for b in boxes])
         recognised, _ = engine.text_rec(crops)
         kept = {id(b): text.strip() for b, (text, score, *_) in zip(boxes, recognised, strict=True)
@@ -152,6 +160,11 @@ def _fit(image: Image.Image, max_side: int, min_side: int) -> Image.Image:
     if abs(scale - 1.0) < 1e-3:
         return image
     return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+
+
+def _width(box) -> float:
+    xs = [float(p[0]) for p in box]
+    return max(xs) - min(xs)
 
 
 def _height(box) -> float:
