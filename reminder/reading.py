@@ -38,7 +38,7 @@ ENGINE = "rapidocr-onnxruntime==1.4.4"
 
 @dataclass(frozen=True)
 class ReadingConfig:
-    """How the reading channel reads (tuned on renders of the project's own train prompts, docs/RESULTS.md)."""
+    """How the reading channel reads (tuned on renders of the project's own train prompts: docs/EXPERIMENTS.md)."""
 
     min_score: float = 0.5  # boxes whose recognition confidence is below this are dropped
     max_tokens: int = 256  # at most this many tokens of read text enter the prompt (the rest is cut)
@@ -66,7 +66,10 @@ CACHE_SIZE = 65536  # readings kept per process (text only: a few MB at most)
 
 def image_key(image: Image.Image) -> str:
     """Content hash of the image as the reader sees it (flattened RGB pixels and size)."""
-    rgb = flatten(image)
+    return _key(flatten(image))
+
+
+def _key(rgb: Image.Image) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{rgb.width}x{rgb.height}".encode())
     h.update(rgb.tobytes())
@@ -101,13 +104,14 @@ class Reader:
         """The text in ``image``: lines in reading order joined by newlines ("" when it holds no words)."""
         import time
 
-        key = image_key(image)
+        rgb = flatten(image)
+        key = _key(rgb)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             start = time.perf_counter()
-            text = "\n".join(self._lines(flatten(image)))
+            text = "\n".join(self._lines(rgb))
             self.seconds += time.perf_counter() - start
             self.reads += 1
             self._cache[key] = text
