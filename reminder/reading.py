@@ -94,10 +94,24 @@ class Reader:
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError as err:  # pragma: no cover - a broken install
                 raise RuntimeError(f"the embedded model reads images with {ENGINE}: pip install it ({err})") from err
-            # confidence filtering happens here (min_score), not in the engine; no orientation classifier
-            self._engine = RapidOCR(text_score=0.0, use_cls=False, print_verbose=False,
-                                    det_limit_side_len=736, det_limit_type=self.config.det_limit,
-                                    det_use_dilation=self.config.det_dilation, det_unclip_ratio=self.config.det_unclip)
+            from rapidocr_onnxruntime.utils import infer_engine
+
+            session = infer_engine.OrtInferSession
+            make = session._init_sess_opts
+
+            def quiet(config):  # idle ONNX Runtime threads must not spin: torch decodes next, on the same cores
+                opts = make(config)
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                return opts
+
+            session._init_sess_opts = staticmethod(quiet)
+            try:  # confidence filtering happens here (min_score), not in the engine; no orientation classifier
+                self._engine = RapidOCR(text_score=0.0, use_cls=False, print_verbose=False,
+                                        det_limit_side_len=736, det_limit_type=self.config.det_limit,
+                                        det_use_dilation=self.config.det_dilation,
+                                        det_unclip_ratio=self.config.det_unclip)
+            finally:
+                session._init_sess_opts = staticmethod(make)
         return self._engine
 
     def read(self, image: Image.Image) -> str:
