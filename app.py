@@ -25,7 +25,7 @@ from attacks import compose, examples, gcg, pgd
 from reminder import DEFAULT_MODEL, REGISTRY, ModelNotFound, Reminder, ReminderError, generate, load_model, plots
 from reminder import eval as ev
 from reminder.bundle import checkpoint_roots, import_zip
-from reminder.compare import ATTACKS, apply_attack, compare, lab_folder
+from reminder.compare import ATTACKS, apply_attack, compare, lab_folder, read_image, reading_note
 from reminder.datasets import DATASETS
 from reminder.defenses import DEFENSES
 from reminder.images import ImageError, open_image
@@ -44,8 +44,9 @@ PER_SESSION = on_space()  # a shared Space: each browser session sees the shippe
 CONFIRM_LONG_CPU = on_space()  # a shared CPU: long training asks first
 HEAVY = {"concurrency_limit": 1, "concurrency_id": "model"}  # one model job at a time; the others see their place
 ARXIV = "https://arxiv.org/abs/2506.15734"
-EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image. "
-                 "Image attacks (FigStep, MM-SafetyBench) reach it only through the text prompt.")
+EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image "
+                 "(objects, scenes, colours). It reads the words printed in it (OCR) like text, so typographic "
+                 "attacks (FigStep, MM-SafetyBench) reach it through the image.")
 ALIGNED_NOTE = (" Its safety adapter was trained on text only: with any image in the turn it refuses benign requests "
                 "more often (README, *Safety-aligned variant*).")
 
@@ -71,6 +72,7 @@ def warm_up(name: str = DEFAULT_MODEL) -> None:
         if name not in _models:
             _models[name] = load_model(name)
         generate(_models[name], "Hi", max_new_tokens=1)
+        read_image(_models[name], examples.warm_image())  # loads the OCR engine of a reading model
 
 
 def gpu(fn):
@@ -189,7 +191,8 @@ def run_compare(model, image_path, prompt, attack, reminder_choice, interval, th
             pre = f"[prefill] {state.inputs.prefill}" if state.inputs.prefill else ""
             if final is None:
                 shown = state.inputs.prompt + (f"\n[assistant {pre}" if pre else "")
-                status = "  \n".join(x for x in (note, state.inputs.note) if x) or "running…"
+                status = "  \n".join(x for x in (note, state.inputs.note, reading_note(state.image_text)) if x) \
+                    or "running…"
                 yield status, state.inputs.image, shown, skip, skip, None, None, ""
             final = state
             yield skip, skip, skip, pre + state.baseline.text, pre + state.guarded.text, skip, skip, skip
@@ -231,6 +234,16 @@ def render_attack(prompt: str, image: str | None = None, attack: str = "none", m
         raise gr.Error(str(err)) from None
     text = inputs.prompt + (f"\n[assistant prefill] {inputs.prefill}" if inputs.prefill else "")
     return inputs.image, text, "  \n".join(x for x in (note, inputs.note) if x)
+
+
+def show_reading(model: str, image_path: str | None) -> str:
+    """'The model read: …' for the uploaded image (models with a reading channel; empty otherwise)."""
+    if not image_path or not model.startswith("embedded"):
+        return ""
+    try:
+        return reading_note(read_image(get_model(model), open_image(image_path)[0]))
+    except USER_ERRORS as err:
+        return f"⚠️ {err}"
 
 
 def on_model(model: str, request: gr.Request = None):
@@ -508,10 +521,11 @@ reminder stays in the context and the model steers towards a refusal; below it t
 continues exactly as before, so benign answers are untouched. Method: [arXiv 2506.15734]({ARXIV}).
 
 **Embedded model.** The offline default is the real SmolLM2-135M-Instruct language model inside a SmolVLM
-(Idefics3) shell whose vision tower and connector are **untrained and random**. It cannot really see images:
-FigStep-style attacks work on it only through the text prompt, and image inputs matter only as optimisable noise
-(e.g. PGD). Hub models ({', '.join(k for k in REGISTRY if not k.startswith('embedded'))}) load when they are in the
-local cache.
+(Idefics3) shell whose vision tower and connector are **untrained and random**: its 64 image tokens carry no meaning
+(they matter as optimisable noise, e.g. PGD). It has one real sense: it **reads** the words printed in an image (an
+offline OCR engine puts them into the image span as text), so FigStep and MM-SafetyBench images reach it through
+the image. It sees nothing else (objects, people, colours, layout). Hub models
+({', '.join(k for k in REGISTRY if not k.startswith('embedded'))}) load when they are in the local cache.
 """
 
 
@@ -527,6 +541,7 @@ def build() -> gr.Blocks:
                     model = gr.Dropdown(list(REGISTRY), value=DEFAULT_MODEL, label="model")
                     image = gr.Image(type="filepath", image_mode=None, label="image (optional)", sources=["upload"],
                                      height=220)
+                    image_read = gr.Markdown(elem_id="image-read")
                     image_note = gr.Markdown(EMBEDDED_NOTE)
                     prompt = gr.Textbox(label="prompt", lines=3, placeholder="Ask something…")
                     attack = gr.Dropdown(list(ATTACKS), value="none", label="attack")
@@ -565,6 +580,7 @@ def build() -> gr.Blocks:
             model.change(on_model, model, [reminder, image_note, reminder_msg, interval, threshold],
                          api_visibility="private")
             reminder.change(on_reminder, reminder, [interval, threshold, reminder_msg], api_visibility="private")
+            image.change(show_reading, [model, image], image_read, api_name="read_image")
             zip_upload.upload(upload_reminder, [zip_upload, model], [reminder, reminder_msg],
                               api_name="import_reminder")
             preview.click(render_attack, [prompt, image, attack, model], [attacked_image, attacked_prompt, status],

@@ -8,6 +8,10 @@
    on the refusal and rewrites the query, keeping its intent, for at most ``rounds`` rounds.
 3. **Final attack**: the adversarial image and the last query, answered in full.
 
+With a reading model (the embedded one), the words in the image are read once from the starting image and held
+fixed during stage 1 (OCR is not differentiable); ``image_text`` is what the model reads in the adversarial image
+used in stages 2 and 3, and ``reading_changed`` says whether it differs from the starting image's reading.
+
 Simplifications: the paper rewrites with an external LLM (e.g. ChatGPT) and judges with one too; here any local
 adapter rewrites and any registered judge decides, and the stage-1 corpus is ours (``CORPUS_QUERIES`` x
 ``CORPUS_TARGETS`` below).
@@ -81,6 +85,9 @@ class BAPResult(AttackResult):
 
     image: Image.Image | None = field(default=None, metadata={"json": False})
     image_loss_after_quantisation: float | None = None  # None when a ready image was given
+    image_loss_after_png: float | None = None  # stage-1 loss on the saved PNG, built as the app builds it
+    image_text: str | None = None  # what the model reads in the adversarial image (None: no reading channel)
+    reading_changed: bool | None = None  # stage 1 only: whether that differs from the starting image's reading
     query: str = ""
     final_query: str = ""
     queries: list[str] = field(default_factory=list)
@@ -125,7 +132,10 @@ def run(adapter: VLMAdapter, query: str, image: Image.Image, config: BAPConfig |
         result.losses, result.best_loss = stage1.losses, stage1.best_loss
         result.seconds_per_step, result.stopped = stage1.seconds_per_step, stage1.stopped
         result.image_loss_after_quantisation = stage1.loss_after_quantisation
+        result.image_loss_after_png, result.reading_changed = stage1.loss_after_png, stage1.reading_changed
+        adv_image = pgd.png_round_trip(adv_image)  # stages 2 and 3 use the image as it is saved
     result.image = adv_image
+    result.image_text = adapter.build(query, adv_image).image_text
     current = query
     for round_ in range(config.rounds + 1):  # stage 2
         if stopped(stop):
@@ -161,11 +171,12 @@ def main(argv: list[str] | None = None) -> BAPResult:
     if len(args.prompt) != 1:
         parser.error("BAP takes exactly one --prompt (the query)")
     from reminder import load_model
+    from reminder.images import open_image
 
     adapter = load_model(args.model)
     rewriter = load_model(args.rewriter) if args.rewriter else None
-    image = Image.open(args.image).convert("RGB") if args.image else pgd.base_image(seed=args.seed)
-    adv = Image.open(args.adv_image).convert("RGB") if args.adv_image else None
+    image = open_image(args.image)[0] if args.image else pgd.base_image(seed=args.seed)
+    adv = open_image(args.adv_image)[0] if args.adv_image else None
     config = BAPConfig(pgd=pgd.PGDConfig(eps=args.eps, steps=args.steps, seed=args.seed), corpus_size=args.corpus_size,
                        rounds=args.rounds, max_new_tokens=args.max_new_tokens, seed=args.seed)
     result = run(adapter, args.prompt[0], image, config, adv_image=adv, rewriter=rewriter, callback=print_progress)

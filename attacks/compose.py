@@ -31,8 +31,9 @@ def _image(record) -> Image.Image | None:
 
 
 def _load(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    from reminder.images import open_image
+
+    return open_image(path)[0]
 
 
 def none(record, arg: str = "") -> AttackInputs:
@@ -51,6 +52,16 @@ def mmsb_typo(record, arg: str = "") -> AttackInputs:
     """MM-SafetyBench TYPO: the request (or its ``key_phrase``) typeset in an image + the TYPO instruction."""
     image = mmsb.typo_image(record.meta.get("key_phrase") or record.prompt)
     return AttackInputs(mmsb.PROMPTS["TYPO"], image)
+
+
+def mmsb_sd_typo(record, arg: str = "") -> AttackInputs:
+    """MM-SafetyBench SD+TYPO: the record's own image (else a drawn stand-in picture, :mod:`attacks.examples`) stacked
+    above the request typeset as a phrase + the official SD+TYPO instruction."""
+    from attacks.examples import placeholder_picture
+
+    picture = _image(record) or placeholder_picture()
+    image = mmsb.sd_typo_image(picture, record.meta.get("key_phrase") or record.prompt)
+    return AttackInputs(mmsb.PROMPTS["SD+TYPO"], image)
 
 
 def prefill(record, arg: str = "") -> AttackInputs:
@@ -73,8 +84,8 @@ def pgd(record, arg: str = "") -> AttackInputs:
 
 
 ATTACKS: dict[str, Callable[..., AttackInputs]] = {
-    "none": none, "figstep": figstep_attack, "mmsb-typo": mmsb_typo, "prefill": prefill, "template": template,
-    "pgd": pgd,
+    "none": none, "figstep": figstep_attack, "mmsb-typo": mmsb_typo, "mmsb-sd-typo": mmsb_sd_typo, "prefill": prefill,
+    "template": template, "pgd": pgd,
 }
 
 

@@ -48,6 +48,11 @@ def placeholder_picture(size: tuple[int, int] = (512, 384)) -> Image.Image:
     return im
 
 
+def warm_image() -> Image.Image:
+    """A small image with two printed words: reading it once loads a reading model's OCR engine (app warm-up)."""
+    return mmsb.typo_image("warm up")
+
+
 def render_all() -> dict[str, Image.Image]:
     """The example images by file name."""
     return {"figstep.png": figstep.render(INSTRUCTION), "mmsb_typo.png": mmsb.typo_image(PHRASE),

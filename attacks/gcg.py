@@ -240,9 +240,10 @@ def main(argv: list[str] | None = None) -> GCGResult:
     if len(args.prompt) != 1 or len(args.target) != 1:
         parser.error("GCG takes exactly one --prompt and one --target")
     from reminder import load_model
+    from reminder.images import open_image
 
     adapter = load_model(args.model)
-    image = Image.open(args.image).convert("RGB") if args.image else None
+    image = open_image(args.image)[0] if args.image else None
     config = GCGConfig(num_steps=args.steps, search_width=args.search_width, topk=args.topk,
                        batch_size=args.batch_size, suffix_init=args.suffix_init, seed=args.seed)
     result = run(adapter, args.prompt[0], args.target[0], config, image=image, callback=print_progress)

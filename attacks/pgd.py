@@ -5,6 +5,12 @@ differentiable preprocessing (``adapter.pixels_from_image``). Each step takes a 
 ``alpha``, projects onto the L-inf ball of radius ``eps`` around the clean image and clamps to [0, 1]. With
 ``universal`` the loss is the mean over all (prompt, target) pairs: one image for many requests. The result is
 saved as an 8-bit PNG at the model's input size, and the loss is re-evaluated on the quantised image.
+
+A model with a reading channel (the embedded one, :mod:`reminder.reading`) also reads the words in the image. OCR is
+not differentiable: the text read from the starting image is held fixed during optimisation (only the patch tokens
+change). The saved PNG is then read again (``image_text_saved``, ``reading_changed``) and ``loss_after_png`` is
+measured through the path the app takes: PNG bytes -> ``open_image`` -> ``adapter.build`` (reading included) ->
+the processor's pixels.
 """
 
 from __future__ import annotations
@@ -53,6 +59,31 @@ class PGDResult(AttackResult):
     linf: float = 0.0  # max |adv - clean| of the saved image, in [0, 1] units
     prompts: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
+    image_text: str | None = None  # what the model read in the starting image (held fixed; None: no reading channel)
+    image_text_saved: str | None = None  # what it reads in the saved PNG
+    reading_changed: bool | None = None  # whether the two readings differ
+    loss_after_png: float = float("inf")  # mean target loss on the saved PNG, built as the app builds it
+
+
+def png_round_trip(image: Image.Image) -> Image.Image:
+    """``image`` saved as PNG and opened again the way the app opens an upload."""
+    import io
+
+    from reminder.images import open_image
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    buf.seek(0)
+    return open_image(buf)[0]
+
+
+def app_path_loss(adapter: VLMAdapter, prompts: list[str], targets: list[str],
+                  image: Image.Image) -> tuple[float, str | None]:
+    """(mean target loss, what the model read) for ``image`` given as the app gives it: built afresh (reading
+    included) with the processor's own pixels."""
+    built = [adapter.build(p, image) for p in prompts]
+    loss = torch.stack([target_loss(adapter, b, t) for b, t in zip(built, targets, strict=True)]).mean()
+    return float(loss), built[0].image_text
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -125,6 +156,11 @@ def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Imag
         result.best_loss = best_loss
         result.loss_after_quantisation = float(loss_of(quantised))
         result.linf = float((quantised - clean).abs().max())
+        result.image_text = built[0].image_text
+        result.loss_after_png, result.image_text_saved = app_path_loss(
+            adapter, prompts, targets, png_round_trip(result.image))
+        if result.image_text is not None:
+            result.reading_changed = result.image_text != result.image_text_saved
     return result
 
 
@@ -137,11 +173,12 @@ def main(argv: list[str] | None = None) -> PGDResult:
     if not args.out:
         parser.error("--out (the adversarial PNG) is required")
     from reminder import load_model
+    from reminder.images import open_image
 
     adapter = load_model(args.model)
     config = PGDConfig(eps=args.eps, alpha=args.alpha, steps=args.steps, universal=len(args.prompt) > 1,
                        seed=args.seed)
-    image = Image.open(args.image).convert("RGB") if args.image else base_image(seed=args.seed)
+    image = open_image(args.image)[0] if args.image else base_image(seed=args.seed)
     result = run(adapter, args.prompt, args.target, image, config, callback=print_progress)
     result.command = cli_command("attacks.pgd", argv)
     save_image_result(result, args.out)

@@ -38,6 +38,7 @@ from attacks.prefill import apply_template
 from reminder import Reminder, generate, load_model, paths
 from reminder.checkpoint import write_metrics
 from reminder.data import PROMPTS_DIR, load_prompt_set
+from reminder.images import open_image
 from reminder.judges import LearnedJudge, is_refusal, unsafe_share
 from reminder.models.registry import CHECKPOINTS
 from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
@@ -60,8 +61,7 @@ def _attacks(model: str, prompts: list[str]) -> dict[str, tuple[list[str], str, 
         out["gcg"] = ([f"{p} {text}" for p in prompts], "", None)
     image = ASSETS / "pgd" / model / "image.png"
     if image.is_file():
-        with Image.open(image) as im:
-            out["pgd"] = (prompts, "", im.convert("RGB"))
+        out["pgd"] = (prompts, "", open_image(image)[0])
     return out
 
 

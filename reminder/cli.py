@@ -10,7 +10,7 @@ from pathlib import Path
 from .checkpoint import Reminder, ReminderError
 from .generation import CheckEvent, Generation, GenerationConfig, TokenEvent, check_prompt, stream
 from .images import ImageError, open_image
-from .models import DEFAULT_MODEL, ModelNotFound, load_model
+from .models import DEFAULT_MODEL, ModelNotFound, Prompt, load_model
 from .paths import shipped
 from .scoring import score_response
 
@@ -38,11 +38,13 @@ def _request(adapter, req: dict, base: Path, max_new_tokens: int):
     return built
 
 
-def _generation_json(gen: Generation) -> dict:
+def _generation_json(gen: Generation, prompt: Prompt) -> dict:
+    """A generation as JSON; ``image_text``: what the model read in the image ("" none, null without image or
+    without a reading channel)."""
     return {"text": gen.text, "tokens": gen.tokens, "harm_scores": gen.harm_scores,
             "checks": [{"at": c.at, "p_unsafe": c.p_unsafe, "fired": c.fired} for c in gen.checks],
             "injections": gen.injections,
-            "generate_seconds": gen.generate_seconds, "model": gen.model}
+            "generate_seconds": gen.generate_seconds, "model": gen.model, "image_text": prompt.image_text}
 
 
 def cmd_generate(args) -> int:
@@ -65,9 +67,11 @@ def cmd_generate(args) -> int:
         elif isinstance(event, Generation):
             gen = event
     if args.json:
-        print(json.dumps(_generation_json(gen)))
+        print(json.dumps(_generation_json(gen, prompt)))
         return 0
     print()
+    if prompt.image_text is not None:
+        print(f"the model read in the image: {prompt.image_text!r}", file=sys.stderr)
     if gen.harm_scores is not None:
         scores = " ".join(f"{s:.2f}" for s in gen.harm_scores)
         print(f"\nper-token P(unsafe): {scores}", file=sys.stderr)
@@ -100,7 +104,7 @@ def _generate_batch(adapter, reminder, cfg, args) -> int:
             try:
                 prompt = _request(adapter, row, base, cfg.max_new_tokens)
                 *_, gen = stream(adapter, prompt, reminder, cfg)
-                result = {"id": row.get("id"), **_generation_json(gen)}
+                result = {"id": row.get("id"), **_generation_json(gen, prompt)}
             except USER_ERRORS as err:
                 failed += 1
                 result = {"id": row.get("id"), "error": str(err)}
@@ -120,7 +124,7 @@ def cmd_score(args) -> int:
             prompt = _request(adapter, row, base, 0)
             score = score_response(adapter, prompt, row.get("response", ""), reminder)
             out.write(json.dumps({"id": row.get("id"), "tokens": score.tokens, "p_unsafe": score.p_unsafe,
-                                  "final": score.final}) + "\n")
+                                  "final": score.final, "image_text": prompt.image_text}) + "\n")
     print(f"scored {len(rows)} rows into {args.output}", file=sys.stderr)
     return 0
 

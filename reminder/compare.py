@@ -12,6 +12,7 @@ attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the promp
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,23 @@ def _precomputed(attack: str, prompt: str, image: Image.Image | None, model: str
     return AttackedInput(attack, prompt, image, note=f"precomputed {attack} artefacts from {folder}")
 
 
+def read_image(adapter: VLMAdapter, image: Image.Image | None) -> str | None:
+    """What ``adapter``'s model reads in ``image`` (cached; :mod:`reminder.reading`): the text, "" when it reads no
+    words, None without an image or for a model without a reading channel (it sees with its own vision tower)."""
+    reader = getattr(adapter, "read_tokens", None)
+    return reader(image)[1] if image is not None and reader is not None else None
+
+
+def reading_note(image_text: str | None) -> str:
+    """The Compare tab's line under the image: "The model read: …" (empty without a reading)."""
+    if image_text is None:
+        return ""
+    if not image_text:
+        return "**The model read:** no words in this image."
+    lines = " / ".join(line.strip() for line in image_text.splitlines() if line.strip())
+    return "**The model read:** " + re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", lines)
+
+
 @dataclass
 class Run:
     """One side of the comparison as it streams: text so far, per-token scores, time inside its stream."""
@@ -129,6 +147,7 @@ class Comparison:
     baseline: Run
     guarded: Run
     threshold: float
+    image_text: str | None = None  # what the model read in the attacked image (None: no image or no reading channel)
 
     @property
     def tokens_until_intervention(self) -> int | None:
@@ -138,7 +157,7 @@ class Comparison:
     def to_json(self) -> dict:
         """Plain data for the API: both texts, per-token scores, injections, verdicts and timings."""
         out = {"attack": self.inputs.attack, "prompt": self.inputs.prompt, "prefill": self.inputs.prefill,
-               "note": self.inputs.note, "threshold": self.threshold,
+               "note": self.inputs.note, "image_text": self.image_text, "threshold": self.threshold,
                "injections": self.guarded.result.injections if self.guarded.result else [],
                "tokens_until_intervention": self.tokens_until_intervention}
         for name, run in (("baseline", self.baseline), ("guarded", self.guarded)):
@@ -163,7 +182,7 @@ def compare(adapter: VLMAdapter, prompt: str, image: Image.Image | None = None, 
     runs = {"baseline": Run(), "guarded": Run()}
     streams = {"baseline": stream(adapter, built, reminder, dataclasses.replace(cfg, guard=False)),
                "guarded": stream(adapter, built, reminder, cfg)}
-    state = Comparison(inputs, runs["baseline"], runs["guarded"], threshold)
+    state = Comparison(inputs, runs["baseline"], runs["guarded"], threshold, built.image_text)
     while streams:
         for name in list(streams):
             run = runs[name]

@@ -46,9 +46,10 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Load an image file fully as RGB."""
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    """Load an image file fully as RGB (as every entry point opens images: :func:`reminder.images.open_image`)."""
+    from .images import open_image
+
+    return open_image(path)[0]
 
 
 def _from_data(rows: list[data.Record], **meta_of) -> list[Record]:

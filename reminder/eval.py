@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--dataset", default="figstep-tiny", help="comma-separated dataset names (name:arg allowed)")
     p.add_argument("--attack", default="none",
-                   help="comma-separated: none, figstep, mmsb-typo, prefill[:text], template[:name], pgd[:png]")
+                   help="comma-separated: none, figstep, mmsb-typo, mmsb-sd-typo, prefill[:text], template[:name], "
+                        "pgd[:png]")
     p.add_argument("--defense", default="none", help="comma-separated defences (see reminder.defenses)")
     p.add_argument("--judge", default="keyword,learned",
                    help="comma-separated judges (see reminder.judges); ASR = share the judge calls unsafe")

@@ -1,4 +1,4 @@
-"""Opening user images safely: clear errors for non-images, downscaling of huge ones."""
+"""Opening user images safely: clear errors for non-images, transparency on white, downscaling of huge ones."""
 
 from __future__ import annotations
 
@@ -14,12 +14,23 @@ class ImageError(ValueError):
     """An upload that is not a usable image."""
 
 
+def flatten(image: Image.Image) -> Image.Image:
+    """RGB with any transparency composited onto white (palette and alpha PNGs: transparent means paper)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str | None]:
-    """Open ``path`` as RGB; return (image, note) where ``note`` says if it was downscaled."""
+    """Open ``path`` (a path or a binary file) as RGB, transparency flattened onto white; return (image, note)
+    where ``note`` says if it was downscaled."""
     try:
         with Image.open(path) as img:
             img.load()
-            image = img.convert("RGB")
+            image = flatten(img)
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:

@@ -287,7 +287,8 @@ def test_image_label_is_honest_for_each_model(model, says_text_only):
     if says_text_only is None:  # a real VLM sees its images: no caveat
         assert label == ""
     else:
-        assert "cannot really see the image" in label and ("trained on text only" in label) == says_text_only
+        assert "cannot really see the image" in label and "reads the words printed in it" in label
+        assert ("trained on text only" in label) == says_text_only
 
 
 def test_model_change_sets_the_reminders_own_gate(served):
@@ -298,3 +299,14 @@ def test_model_change_sets_the_reminders_own_gate(served):
         dropdown, _, _, interval, threshold = app.on_model(model)
         info = json.loads((Path(dropdown["value"]) / "reminder.json").read_text())
         assert (interval["value"], threshold["value"]) == (info["interval"], info["threshold"])
+
+
+def test_the_compare_tab_says_what_the_model_read(served, tmp_path):
+    client, _ = served
+    figstep.render("Steps to bake sourdough bread.").save(tmp_path / "fig.png")
+    note = client.predict("embedded", handle_file(str(tmp_path / "fig.png")), api_name="/read_image")
+    assert note.startswith("**The model read:**") and "sourdough" in note
+    out, _ = client.predict(prompt="Steps to bake sourdough bread.", attack="figstep", max_new_tokens=2,
+                            api_name="/compare")
+    assert out["prompt"] == figstep.PROMPT and "sourdough" in out["image_text"]  # the words came through the image
+    assert client.predict("qwen2-vl-2b", handle_file(str(tmp_path / "fig.png")), api_name="/read_image") == ""

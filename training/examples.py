@@ -8,8 +8,9 @@
   causal mask hides it.
 
 Training images (``images=``) put an image in the user turn of training conversations, so that the probe and the
-soft prompt also see hidden states shaped by image tokens (the embedded model cannot see an image, but its 64 image
-tokens still move the hidden states, and an adversarial image moves them far).
+soft prompt also see hidden states shaped by image tokens (the embedded model's 64 patch tokens carry no meaning but
+still move the hidden states, and an adversarial image moves them far; the words it reads in an image enter the same
+conversations as text, through ``adapter.build``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
     user turn if given, cached by (model, prompt, prefill, length[, image content])."""
     path = Path(cache) if cache else default_cache(adapter)
     extra = [image_id(image)] if image else []  # text-only keys stay as they were, so old caches stay valid
+    if image and adapter.reading:  # a reading model's answer depends on what it read: name the reading settings
+        extra.append(adapter.reading)
     key = lambda r: json.dumps([adapter.name, r.prompt, prefill, max_new_tokens, *extra])  # noqa: E731
     known: dict[str, str] = {}
     if path.is_file():

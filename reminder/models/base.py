@@ -18,11 +18,16 @@ from transformers import DynamicCache
 
 @dataclass
 class Prompt:
-    """A tokenised request. ``input_ids``: [1, L]; ``pixels``: the processor's image tensors (empty without image)."""
+    """A tokenised request. ``input_ids``: [1, L]; ``pixels``: the processor's image tensors (empty without image).
+
+    ``image_text``: the words the model read in the image (a reading adapter: "" when it holds none), None where the
+    model has no reading channel or there is no image.
+    """
 
     input_ids: torch.Tensor
     pixels: dict[str, torch.Tensor] = field(default_factory=dict)
     text: str = ""
+    image_text: str | None = None
 
     @property
     def has_image(self) -> bool:
@@ -49,6 +54,7 @@ class VLMAdapter:
 
     family = "base"
     pixel_keys: tuple[str, ...] = ("pixel_values",)
+    reading: str | None = None  # names the reading channel's settings where the adapter has one (cache keys)
 
     def __init__(self, model, processor, name: str):
         self.model = model.eval()

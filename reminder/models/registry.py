@@ -76,6 +76,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = No
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
+    from .embedded import EMBEDDED_NAMES, EmbeddedAdapter, embedded_dir
+
     hf_logging.disable_progress_bar()
     device = device or os.environ.get("REMINDER_DEVICE") or None
     dtype = dtype or _env_dtype()
@@ -92,6 +94,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, dtype: torch.dtype | None = No
     if device is not None:
         model = model.to(device)
     adapter_cls = FAMILIES[model_type]
+    if display in EMBEDDED_NAMES or folder.resolve() == embedded_dir().resolve():
+        adapter_cls = EmbeddedAdapter  # the embedded model also reads the words in an image
     adapter = adapter_cls(model, adapter_cls.load_processor(folder), display)
     if lora is not None:
         merge_lora(adapter, lora)
