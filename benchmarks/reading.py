@@ -28,12 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from reminder import paths
 
 
 def recall_of(pairs: list[tuple[str, str]]) -> tuple[float, float, float]:
     """(mean recall, share of images with recall >= 0.95, minimum) over (reference, read) pairs."""
-    from reminder import paths
-from reminder.reading import word_recall
+    from reminder.reading import word_recall
 
     values = [word_recall(ref, got) for ref, got in pairs]
     return statistics.mean(values), sum(v >= 0.95 for v in values) / len(values), min(values)
