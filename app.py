@@ -125,14 +125,16 @@ def pick_reminder(model: str, adapter, choice: str | None, request: gr.Request |
 
 # -- Compare -------------------------------------------------------------------------------------------------
 PREFILL = "prefill (the attack's text)"
-TRANSCRIPT_COLOURS = {PREFILL: "red", "reminder injected": "green", "after the reminder": "blue"}
+READ = "read from the image"
+TRANSCRIPT_COLOURS = {READ: "gray", PREFILL: "red", "reminder injected": "green", "after the reminder": "blue"}
 
 
-def highlighted(result, prefill: str = "") -> list[tuple[str, str | None]]:
-    """The guarded transcript: the answer's forced start (the attack's prefill, marked as such), then the model's
-    text with a marker where the reminder entered the context."""
+def highlighted(result, prefill: str = "", image_text: str | None = None) -> list[tuple[str, str | None]]:
+    """The guarded transcript: what the model read in the image (a reading model only), the answer's forced start
+    (the attack's prefill, marked as such), then the model's text with a marker where the reminder entered."""
     segs = result.segments()
-    out: list[tuple[str, str | None]] = [(prefill, PREFILL)] if prefill else []
+    out: list[tuple[str, str | None]] = [(f"[{image_text or 'no words'}] ", READ)] if image_text is not None else []
+    out += [(prefill, PREFILL)] if prefill else []
     out.append((segs[0], None))
     for seg in segs[1:]:
         out += [(" ⟨reminder⟩ ", "reminder injected"), (seg, "after the reminder")]
@@ -198,7 +200,7 @@ def run_compare(model, image_path, prompt, attack, reminder_choice, interval, th
             yield skip, skip, skip, pre + state.baseline.text, pre + state.guarded.text, skip, skip, skip
         fig = plots.token_scores(final.baseline.result, final.guarded.result, final.threshold)
         yield ("done" + (f" ({note})" if note else ""), skip, skip, skip, skip, fig,
-               highlighted(final.guarded.result, final.inputs.prefill), verdict_table(final))
+               highlighted(final.guarded.result, final.inputs.prefill, final.image_text), verdict_table(final))
     except USER_ERRORS as err:
         gr.Warning(str(err))
         yield f"⚠️ {err}", skip, skip, skip, skip, skip, skip, skip
