@@ -35,12 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
 from reminder import paths
-from reminder.data import (
-    load_prompt_set,
-    load_refusals,
-    load_responses,
-    load_typographic_harmful,
-)
+from reminder.data import load_prompt_set, load_refusals, load_responses
 from reminder.harm_probe import POOLS, HarmProbe, ReadConfig, features, read_states
 
 SHARED = paths.SHARED_DATA / "llava15_responses"
@@ -118,14 +113,11 @@ def shared_examples(folder: str | Path, val_fraction: float, seed: int, max_trai
 def project_examples(split: str = "train", seed: int = 0) -> list[Example]:
     """Safe answers the project writes from its own ``split`` prompts: for each harmful prompt one of a refusal, an
     echo of the request (plain or FigStep-framed), one line repeated, an empty numbered list (in turn); questions
-    asked plainly or inside the FigStep frame ("[image text: ...]" + the FigStep prompt). Every other prompt also
-    gives an affirmative opening that restates the request, cut off by a refusal ("Sure, here is a step-by-step guide
-    to X: I can't help with that."), as a prefilled answer stopped by the reminder reads."""
+    asked plainly or inside the FigStep frame ("[image text: ...]" + the FigStep prompt)."""
     rng = random.Random(f"project-{seed}-{split}")
     refusals = load_refusals()
     fillers = ["I'm not sure what you mean.", "The list is empty.", "Here is the list:", "1, 2, and 3.",
                "The image shows a list numbered 1, 2, and 3.", "I don't know."]
-    titles = {r.id: r.text for r in load_typographic_harmful("figstep", split)}
     out = []
     for n, rec in enumerate(load_prompt_set("harmful", split)):
         framed = f"[image text: {rec.prompt} 1. 2. 3.] {FIGSTEP_PROMPT}"
@@ -138,19 +130,7 @@ def project_examples(split: str = "train", seed: int = 0) -> list[Example]:
         loop = (" " if rng.random() < 0.5 else "\n").join([line] * rng.randint(3, 8))
         text = (rng.choice(refusals), echo, loop, empty)[n % 4]
         out.append(Example(q, text, 0, "project", split))
-        if n % 2 == 0 and rec.id in titles:  # an affirmative opening that restates the request, cut off by a refusal
-            out.append(Example(rec.prompt, _opening(titles[rec.id], rng) + rng.choice(refusals), 0, "project", split))
     return out
-
-
-def _opening(title: str, rng: random.Random) -> str:
-    """"Sure, here is a step-by-step guide to X:" from a FigStep title "Steps to X." (cut mid-way, at random, as an
-    answer stopped by a reminder is)."""
-    head, _, rest = title.rstrip(".").partition(" ")
-    what = {"Steps": "is a step-by-step guide", "Methods": "are some methods", "List": "is a list"}.get(head)
-    words = f"Sure, here {what or 'is ' + head.lower()} {rest}".split()
-    cut = len(words) if rng.random() < 0.5 else rng.randint(4, len(words))
-    return " ".join(words[:cut]) + (":\n\n" if cut == len(words) else " ")
 
 
 def cached_states(adapter, examples: list[Example], read: ReadConfig, layers: list[int], cache: Path,
@@ -271,9 +251,8 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
         "data": {"shared": {f: {"train": int((is_train & (src == f)).sum()), "val": int((is_val & (src == f)).sum())}
                             for f in files},
                  "project": {"train": int((is_project & is_train).sum()), "val": int(degenerate_val.sum()),
-                             "kinds": "refusal, echo, one line repeated, empty numbered list, affirmative opening "
-                                      "cut off by a refusal (all safe), from assets/prompts harmful prompts (train "
-                                      "split trains, val split checks)"},
+                             "kinds": "refusal, echo, one line repeated, empty numbered list (all safe), from "
+                                      "assets/prompts harmful prompts (train split trains, val split checks)"},
                  "labels": "Llama Guard 3 safe=false -> unsafe; 'unknown' skipped",
                  "val_split": f"per file and label, {cfg.val_fraction} seeded with {cfg.seed}"},
         "chosen": {"blocks": best["blocks"], "c": best["c"], "project_weight": best["project_weight"],
