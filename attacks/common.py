@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -14,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from reminder.checkpoint import write_text
 from reminder.models.base import Prompt, VLMAdapter
 
 Callback = Callable[[int, float], None]  # (step, loss), called once per optimisation step
@@ -46,19 +45,7 @@ class AttackResult:
 
 def save_json(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save_image_result(result: AttackResult, out: str | Path) -> Path:

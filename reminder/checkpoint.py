@@ -161,14 +161,28 @@ def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
     return folder
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it and an atomic rename: readers never see a
+    partial file, and a failure leaves no temporary file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
     """Store ``metrics`` under ``"metrics"`` in the JSON manifest at ``path`` (atomic read-modify-write)."""
-    path = Path(path)
-    info = json.loads(path.read_text())
+    info = json.loads(Path(path).read_text())
     info["metrics"] = metrics
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(info, indent=2, default=str))
 
 
 def _peft_config(rem: Reminder) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Protocol
 from PIL import Image
 
 from . import paths
+from .checkpoint import write_text
 
 REFUSAL_PHRASES = (
     "i can't help", "i cannot help", "i can't assist", "i cannot assist", "i can't provide", "i cannot provide",
@@ -384,16 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except (JudgeUnavailable, OSError, RuntimeError) as err:
         return fail(str(err).splitlines()[0])
     out = judge_rows(judge, rows)
-    a.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=a.output.parent, prefix=f".{a.output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in out:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, a.output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(a.output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in out))
     bad = sum("error" in r for r in out)
     judged = [r for r in out if "error" not in r]
     print(json.dumps({"judge": a.judge, "rows": len(out), "errors": bad,
