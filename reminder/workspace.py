@@ -82,7 +82,7 @@ class Workspace:
         base = Path(home or reminder_home()) / "reminders"
         per_session = on_space() if per_session is None else per_session
         root = base if not per_session else base / "sessions" / session_folder(session) if session else None
-        shipped = shipped if shipped is not None else checkpoint_roots(str(Path(__file__).parents[1] / "checkpoints"))
+        shipped = shipped if shipped is not None else checkpoint_roots()
         return cls(root, tuple(Path(p) for p in shipped))
 
     def roots(self) -> list[Path]:
@@ -125,6 +125,23 @@ class Workspace:
             if choice in (lab, Path(folder).name):
                 return Path(folder)
         raise WorkspaceError(f"no reminder named {choice!r}" + (f" for model '{model}'" if model else ""))
+
+    def pick(self, model: str, choice: str | None = None, adapter=None) -> Reminder:
+        """The chosen reminder (one this visitor may read), or the first one found for ``model``."""
+        if not choice:
+            found = self.choices(model)
+            if not found:
+                raise WorkspaceError(f"no reminder for model '{model}' in {', '.join(map(str, self.roots()))}: "
+                                     "train one (Train tab) or upload a reminder zip")
+            choice = found[0][1]
+        return Reminder.load(self.resolve(choice, model), adapter)
+
+    def peek(self, choice: str | None) -> Reminder | None:
+        """The chosen reminder without a model (its manifest and gate), or None: none chosen, or not readable."""
+        try:
+            return Reminder.load(self.resolve(choice)) if choice else None
+        except ReminderError:
+            return None
 
     def plan_training(self, name: str, base: str | os.PathLike | None, continue_training: bool) -> TrainPlan:
         """Decide where a Train click writes (see the module docstring); refuse with a WorkspaceError."""
