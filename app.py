@@ -1,7 +1,7 @@
 """Safety Reminder demo (Gradio): compare baseline and guarded generation under jailbreak attacks.
 
-Widgets and their wiring only, one builder per tab; what a click does lives in ``reminder`` and ``training.job``.
-``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
+Widgets and their wiring only, one builder per tab; what a click does lives in ``reminder``, ``attacks.lab`` and
+``training.job``. ``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
 GRADIO_SERVER_PORT); runs unchanged as a HF Space.
 """
 
@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from attacks import examples
-from reminder import DEFAULT_MODEL, REGISTRY, lab, paths, plots, quick_bench
+from attacks import examples, lab
+from reminder import DEFAULT_MODEL, REGISTRY, paths, plots, quick_bench
 from reminder import compare_view as view
 from reminder.bundle import import_zip
 from reminder.compare import ATTACKS, apply_attack, compare, read_image, reading_note
@@ -218,7 +218,7 @@ def compare_tab() -> SimpleNamespace:
 
 # -- Attack lab ----------------------------------------------------------------------------------------------
 def _lab(kind: str, model: str, prompt: str, target: str, steps: float, image: str | None = None):
-    """Stream the attack's (status, loss curve, result) from :func:`reminder.lab.run`."""
+    """Stream the attack's (status, loss curve, result) from :func:`attacks.lab.run`."""
     try:
         for status, fig, result in lab.run(kind, MODELS.get(model), model, prompt, target, steps, image):
             yield status, fig, keep(result)

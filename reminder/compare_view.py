@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .checkpoint import Reminder
-from .compare import AttackedInput, Comparison, reading_note
+from .compare import Comparison, reading_note
 from .models.embedded import EMBEDDED_NAMES
 
 EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image "
@@ -41,12 +41,12 @@ def gate(reminder: Reminder | None) -> tuple[int, float, str]:
     return reminder.interval, reminder.threshold, note
 
 
-def attacked_text(inputs: AttackedInput) -> str:
-    """The final prompt as the model gets it, with the forced start of its answer."""
+def attacked_text(inputs) -> str:
+    """The final prompt as the model gets it (an attack's inputs), with the forced start of its answer."""
     return inputs.prompt + (f"\n[assistant prefill] {inputs.prefill}" if inputs.prefill else "")
 
 
-def prefill_tag(inputs: AttackedInput) -> str:
+def prefill_tag(inputs) -> str:
     """The start of each answer box: the attack's forced prefix, marked."""
     return f"[prefill] {inputs.prefill}" if inputs.prefill else ""
 
@@ -73,20 +73,19 @@ def highlighted(result, prefill: str = "", image_text: str | None = None) -> lis
     return out
 
 
-_judges: dict[int, tuple[object, object]] = {}  # id(adapter) -> (adapter, its LearnedJudge)
+_learned: dict[str, object] = {}  # the learned judge, made once
 
 
 def harm_cells(state: Comparison, load: Callable[[str], object]) -> list[str]:
     """The learned judge's reading of both answers ("yes (0.93)"), or "–" where it cannot run; ``load(name)``
-    gives the judge's model (the app's loaded one)."""
+    gives the judge's model the first time (the app's loaded one)."""
     try:
         from .judges import LearnedJudge
 
-        adapter = load(JUDGE_MODEL)
-        if id(adapter) not in _judges:
-            _judges[id(adapter)] = (adapter, LearnedJudge(adapter=adapter))
+        if "judge" not in _learned:
+            _learned["judge"] = LearnedJudge(adapter=load(JUDGE_MODEL))
         runs = (state.baseline, state.guarded)
-        verdicts = _judges[id(adapter)][1].many([(state.inputs.prompt, state.inputs.prefill + r.text) for r in runs])
+        verdicts = _learned["judge"].many([(state.inputs.prompt, state.inputs.prefill + r.text) for r in runs])
         return [f"{'yes' if v.unsafe else 'no'} ({v.harmful:.2f})" for v in verdicts]
     except Exception:  # noqa: BLE001 - the verdict table never breaks the comparison
         return ["–", "–"]
