@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from attacks.compose import AttackInputs, attack_inputs
+from attacks.compose import AttackInput, attack_inputs
 
 from .batching import batches, generate_batch
 from .checkpoint import Reminder
-from .datasets import Record, load_dataset
+from .data import Record
+from .datasets import load_dataset
 from .defenses import get_defense
 from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
@@ -127,7 +128,7 @@ def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: 
     return _row((ds, rec, attack, defense), inputs, gen, time.perf_counter() - start, judges)
 
 
-def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> tuple[AttackInputs, VLMAdapter, Prompt]:
+def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> tuple[AttackInput, VLMAdapter, Prompt]:
     """An unguarded cell's attacked inputs and what its defence decodes: the adapter (or a view) and the prompt."""
     _, rec, attack, defense = cell
     d = get_defense(defense)
@@ -158,7 +159,7 @@ def run_batch(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None,
         yield _row(cell, inputs, gen, seconds, judges, len(cells))
 
 
-def _row(cell: Cell, inputs: AttackInputs, gen: Generation, seconds: float, judges: dict, batch_size: int = 1) -> dict:
+def _row(cell: Cell, inputs: AttackInput, gen: Generation, seconds: float, judges: dict, batch_size: int = 1) -> dict:
     """The result row of one generated cell, judged."""
     ds, rec, attack, defense = cell
     full = inputs.prefill + gen.answer
