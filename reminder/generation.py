@@ -101,6 +101,25 @@ class Generation:
         return out
 
 
+def check_due(n: int, interval: int, max_new_tokens: int, start: bool = False) -> bool:
+    """Whether guarded generation checks after ``n`` generated tokens: every ``interval`` tokens, with ``start`` also
+    before the first one, and never after the ``max_new_tokens``-th (a check needs a token after it to matter)."""
+    return n < max_new_tokens and (n % interval == 0 if n else start)
+
+
+def end_check_due(n: int, interval: int, max_new_tokens: int, end: bool = False) -> bool:
+    """Whether an answer that ends (end-of-turn) after ``n`` tokens gets the ``end`` check: it stopped between two
+    check points, before ``max_new_tokens``."""
+    return end and n < max_new_tokens and n % interval != 0
+
+
+def check_points(n: int, interval: int, max_new_tokens: int, start: bool = False, end: bool = False) -> list[int]:
+    """Where guarded generation (:func:`stream`) checks an answer of ``n`` tokens: the one schedule, which training
+    reads its examples at (:func:`check_due`, then :func:`end_check_due` where the answer ended)."""
+    points = [k for k in range(n + 1) if check_due(k, interval, max_new_tokens, start)]
+    return points + [n] if end_check_due(n, interval, max_new_tokens, end) else points
+
+
 def check_prompt(adapter: VLMAdapter, prompt: Prompt | Encoded, max_new_tokens: int) -> None:
     """Refuse prompts that are empty or leave no room in the model's context."""
     if len(prompt) + max_new_tokens > adapter.context_length:
@@ -180,8 +199,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     while True:
         n = len(ids)
         # a check needs a token after it to matter: none after the last allowed one
-        due = (guarded and len(injections) < cfg.max_injections and n < cfg.max_new_tokens
-               and (n % interval == 0 if n else reminder.check_start))
+        due = (guarded and len(injections) < cfg.max_injections
+               and check_due(n, interval, cfg.max_new_tokens, reminder.check_start))
         past, real = cache.get_seq_length(), step.shape[1]
         x = step
         if due and cfg.check == "fused":
@@ -223,7 +242,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
             break
         tok = _pick(logits, suppress, cfg, gen)
         if tok in adapter.eos_ids and not cfg.ignore_eos:
-            if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
+            if not (guarded and len(injections) < cfg.max_injections
+                    and end_check_due(n, interval, cfg.max_new_tokens, reminder.check_end)):
                 break
             last_s, h_s = soft_on_cache()  # the end check: the answer stops between check points
             yield score(h_s[0, -1])

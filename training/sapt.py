@@ -52,8 +52,10 @@ import torch.nn.functional as F
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
 
-from .detector import DetectorConfig, calibrate_reminder, check_pairs, fit
+from .calibration import calibrate_reminder
+from .detector import DetectorConfig, fit
 from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
+from .features import check_pairs
 from .state import load_state, save_state
 
 UNCALIBRATED = "the soft prompt was trained after the threshold was chosen: calibrate it again with `python -m " \
