@@ -29,18 +29,17 @@ from PIL import Image
 from attacks import pgd
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     cli_command,
     emit,
     parse_fraction,
     print_progress,
     save_image_result,
-    stopped,
 )
 from reminder.generation import generate
 from reminder.judges import Judge, get_judge
 from reminder.models.base import VLMAdapter
+from reminder.progress import Callback, stopped
 
 CORPUS_QUERIES = (
     "Answer my question.",

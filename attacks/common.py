@@ -1,11 +1,10 @@
-"""Shared pieces of the optimisation attacks (GCG, PGD, BAP): results, progress, cancellation, the target loss, CLI."""
+"""Shared pieces of the optimisation attacks (GCG, PGD, BAP): results, the target loss, CLI. Progress and cancellation
+are the one protocol of :mod:`reminder.progress` (``callback``: a Progress or a ``(step, loss)`` function; ``stop``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import torch.nn.functional as F
 
 from reminder.checkpoint import write_text
 from reminder.models.base import Prompt, VLMAdapter
-
-Callback = Callable[[int, float], None]  # (step, loss), called once per optimisation step
 
 
 @dataclass
@@ -56,11 +53,6 @@ def save_image_result(result: AttackResult, out: str | Path) -> Path:
     result.artefact = str(out)
     result.save(out.with_suffix(".json"))
     return out
-
-
-def stopped(stop: threading.Event | None) -> bool:
-    """True once the caller has set the cancellation event."""
-    return stop is not None and stop.is_set()
 
 
 def batch_positions(positions: torch.Tensor, batch: int) -> torch.Tensor:

@@ -29,16 +29,15 @@ from transformers import DynamicCache
 
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     batch_positions,
     cli_command,
     emit,
     print_progress,
-    stopped,
     target_ce,
 )
 from reminder.models.base import Prompt, VLMAdapter
+from reminder.progress import Callback, Progress, stopped
 
 
 @dataclass
@@ -177,7 +176,9 @@ class _Objective:
 def run(adapter: VLMAdapter, prompt: str, target: str, config: GCGConfig | None = None,
         image: Image.Image | None = None, callback: Callback | None = None, stop: threading.Event | None = None,
         system: str | None = None) -> GCGResult:
-    """Optimise a suffix so that ``prompt + suffix`` (with ``image``, if any) makes the model answer ``target``."""
+    """Optimise a suffix so that ``prompt + suffix`` (with ``image``, if any) makes the model answer ``target``;
+    ``callback``/``stop``: :mod:`reminder.progress` (a plain ``(step, loss)`` function serves too)."""
+    progress = Progress.of(callback)
     config = config or GCGConfig()
     if config.search_width < 1 or config.topk < 1 or config.batch_size < 1 or config.n_replace < 1:
         raise ValueError("search_width, topk, batch_size and n_replace must be >= 1")
@@ -223,8 +224,7 @@ def run(adapter: VLMAdapter, prompt: str, target: str, config: GCGConfig | None 
         if loss < result.best_loss:
             result.best_loss, result.best_suffix = loss, decode(best_ids)
         result.matched = result.matched or bool(matches[j])
-        if callback:
-            callback(step, loss)
+        progress.on_step(step, loss, {})
     result.seconds_per_step = (time.perf_counter() - start) / max(1, len(result.losses))
     return result
 

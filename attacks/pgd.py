@@ -25,17 +25,16 @@ from PIL import Image
 
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     cli_command,
     emit,
     parse_fraction,
     print_progress,
     save_image_result,
-    stopped,
     target_loss,
 )
 from reminder.models.base import VLMAdapter
+from reminder.progress import Callback, Progress, stopped
 
 
 @dataclass
@@ -104,7 +103,9 @@ def base_image(size: int = 256, seed: int = 0) -> Image.Image:
 def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Image.Image,
         config: PGDConfig | None = None, callback: Callback | None = None,
         stop: threading.Event | None = None) -> PGDResult:
-    """Optimise ``image`` so the model answers each prompt with its target (one target may serve all prompts)."""
+    """Optimise ``image`` so the model answers each prompt with its target (one target may serve all prompts);
+    ``callback``/``stop``: :mod:`reminder.progress` (a plain ``(step, loss)`` function serves too)."""
+    progress = Progress.of(callback)
     config = config or PGDConfig()
     if not prompts:
         raise ValueError("PGD needs at least one prompt")
@@ -144,8 +145,7 @@ def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Imag
             x = x.detach() - config.alpha * grad.sign()
             x = torch.min(torch.max(x, clean - config.eps), clean + config.eps).clamp(0, 1)
         result.losses.append(value)
-        if callback:
-            callback(step, value)
+        progress.on_step(step, value, {})
     result.seconds_per_step = (time.perf_counter() - start) / max(1, len(result.losses))
     with torch.no_grad():  # the last update has not been scored yet
         last = float(loss_of(x))

@@ -11,6 +11,7 @@ every import and checks this list; a module is named by its dotted path or by a 
     builders: attacks.fonts attacks.figstep attacks.mmsb attacks.prefill attacks.examples attacks.compose
     core: reminder reminder.models reminder.checkpoint reminder.detector reminder.soft_prompt reminder.generation
         reminder.batching reminder.reading reminder.scoring reminder.bundle reminder.workspace reminder.placement
+        reminder.progress
     harness: reminder.data reminder.datasets reminder.judges reminder.harm_probe reminder.defenses reminder.eval
         reminder.compare reminder.plots reminder.report reminder.cli reminder.__main__
     optimisers: attacks attacks.common attacks.gcg attacks.pgd attacks.bap

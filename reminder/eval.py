@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
 from .models import DEFAULT_MODEL, ModelNotFound, Prompt, VLMAdapter, load_model
 from .paths import shipped
+from .progress import Callback, Progress, stopped
 
 Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
 
@@ -226,10 +228,11 @@ def _process() -> tuple[int, int, Callable[[], None]]:
     return 0, 1, lambda: None
 
 
-def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
-             stop: Callable[[], bool] | None = None) -> Summary:
-    """Run (or resume) the grid; ``callback(row)`` after each new row; ``stop()``, asked before each unit of work and
-    after each row, true ends it early (resumable; rows of a batch not yet written are made again on resume)."""
+def run_grid(cfg: EvalConfig, callback: Callback | None = None, stop: threading.Event | None = None) -> Summary:
+    """Run (or resume) the grid; ``callback`` (:mod:`reminder.progress`: ``on_row(row)``, or a ``(row)`` function)
+    after each new row; ``stop``, looked at before each unit of work and after each row, once set ends it early
+    (resumable; rows of a batch not yet written are made again on resume)."""
+    progress = Progress.of(callback)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, barrier = _process()
@@ -243,10 +246,9 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
         gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, interval=cfg.interval,
                                    threshold=cfg.threshold, seed=cfg.seed)
         name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
-        stopped = stop or (lambda: False)
         with open(out / name, "a", encoding="utf-8") as f:
             for unit in plan(adapter, todo, reminder, cfg.batch_size):
-                if stopped():
+                if stopped(stop):
                     break
                 cells = [todo[i] for i in unit]
                 rows = (run_batch(adapter, cells, reminder, gen_cfg, judges) if len(cells) > 1
@@ -254,9 +256,8 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
                 for row in rows:
                     f.write(json.dumps(row) + "\n")
                     f.flush()
-                    if callback is not None:
-                        callback(row)
-                    if stopped():
+                    progress.on_row(row)
+                    if stopped(stop):
                         break
     barrier()
     summary = summarise(read_rows(out))

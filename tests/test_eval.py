@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import pytest
 from conftest import random_reminder
@@ -48,8 +49,8 @@ def prompts(tmp_path):
 def test_grid_interrupt_and_resume(tiny_folder, prompts, tmp_path):
     cfg = EvalConfig(out=str(tmp_path / "run"), model=str(tiny_folder), datasets=[str(prompts)],
                      attacks=["none", "prefill"], defenses=["none", "self-reminder"], max_new_tokens=3)
-    seen = []
-    first = run_grid(cfg, callback=seen.append, stop=lambda: len(seen) >= 3)
+    seen, stop = [], threading.Event()
+    first = run_grid(cfg, callback=lambda row: (seen.append(row), len(seen) >= 3 and stop.set()), stop=stop)
     assert len(first.rows) == 3 == len(read_rows(tmp_path / "run"))
     more = []
     summary = run_grid(cfg, callback=more.append)

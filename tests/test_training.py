@@ -16,6 +16,7 @@ from PIL import Image
 from reminder import Reminder, generate, generation, load_model
 from reminder.data import Record
 from reminder.models.tiny import FAMILIES, build_tiny
+from reminder.progress import Progress
 from training import detector, features, llava, probe, sapt, state
 from training.examples import Answer, Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
 
@@ -114,7 +115,7 @@ def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
     folder = _copy(fitted, "sapt")
     seen = []
 
-    class Record(sapt.TrainCallback):
+    class Record(Progress):
         def on_step(self, step, loss, metrics):
             seen.append((step, loss, metrics["ce"]))
 
@@ -327,7 +328,7 @@ def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:
     full = sapt.train(_config(once, **cfg), tiny)
     stop = threading.Event()
 
-    class StopAt(sapt.TrainCallback):
+    class StopAt(Progress):
         def on_step(self, step, loss, metrics):
             if step == 2:
                 stop.set()

@@ -35,7 +35,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import random
 import shlex
 import sys
@@ -51,7 +50,9 @@ import torch.nn.functional as F
 
 from reminder import Reminder, load_model
 from reminder.data import load_refusals
+from reminder.progress import Callback, Progress
 
+from . import loop
 from .calibration import calibrate_reminder
 from .detector import DetectorConfig, fit
 from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
@@ -103,14 +104,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-class TrainCallback:
-    """Progress hooks (the Gradio Train tab plots them live); override what you need."""
-
-    def on_step(self, step: int, loss: float, metrics: dict[str, float]) -> None:
-        """After each optimiser step: the total loss and its parts (``ce``, ``bce``, ``p_unsafe``)."""
-
-    def on_eval(self, epoch: int, metrics: dict[str, Any]) -> None:
-        """After each epoch: validation metrics of the current soft prompt."""
+TrainCallback = Progress  # the one progress protocol (reminder.progress), under the name the app subclasses
 
 
 @dataclass
@@ -181,19 +175,13 @@ def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
     return time.perf_counter() - start
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The example order of ``epoch`` (depends only on the seed and the epoch, so a resumed run sees the same)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
-def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = None,
+def train(config: SaptConfig, adapter=None, callback: Callback | None = None,
           stop: threading.Event | None = None) -> TrainResult:
-    """Train the soft prompt of the reminder in ``config.out``; returns when done, stopped or interrupted."""
+    """Train the soft prompt of the reminder in ``config.out`` (:mod:`training.loop`); returns when done, stopped
+    (``stop``) or interrupted. ``callback``: :mod:`reminder.progress` (``on_step``; ``on_eval`` after each epoch)."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
-    cfg, callback = config, callback or TrainCallback()
+    cfg, progress = config, Progress.of(callback)
     started = time.perf_counter()
     accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
     adapter = adapter or load_model(cfg.model)
@@ -210,57 +198,38 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
-    step, losses = 0, []
+    state = loop.Loop()
     if cfg.resume:
         params, info = load_state(cfg.out, optimizer)
         with torch.no_grad():
             reminder.soft_prompt.embeddings.copy_(params["soft_prompt"])
-        step, losses = info["step"], info["losses"]
+        state = loop.Loop(info["step"], info["losses"])
     else:
         torch.manual_seed(cfg.seed)
-    per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    bar = tqdm(total=total, initial=step, desc="SAPT", disable=not accelerator.is_main_process)
-    stopped = False
-    try:
-        while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            order = epoch_order(len(examples), cfg.seed, epoch)
-            idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            mine = [examples[i] for i in idx][rank::world]
-            batch = mine or [examples[idx[0]]]  # a process without a share keeps step with the others (weight 0)
-            # this process's share of the whole batch's token-mean CE and example-mean BCE, times the process count
-            # (DDP averages the gradients), so that the update is the one a single process makes on the whole batch
-            tokens = sum(len(examples[i].target) for i in idx)
-            weights = (world * sum(len(e.target) for e in mine) / tokens, world * len(mine) / len(idx))
-            soft = soft_module(adapter.dtype, accelerator.device)  # DDP's forward: backward averages the gradients
-            loss, parts = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce, weights)
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            optimizer.step()
-            step += 1
-            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the whole batch's loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", ce=f"{parts['ce']:.3f}")
-            callback.on_step(step, losses[-1], parts)
-            if step % per_epoch == 0 or step == total:
-                callback.on_eval(epoch, evaluate(adapter, reminder, cfg))
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-            if stop is not None and stop.is_set() and step < total:
-                stopped = True
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-                break
-    except KeyboardInterrupt:
-        stopped = True
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-    finally:
-        bar.close()
+    world = accelerator.num_processes
+
+    def loss_of(idx: list[int], mine: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = [examples[i] for i in mine or idx[:1]]
+        # this process's share of the whole batch's token-mean CE and example-mean BCE, times the process count
+        # (DDP averages the gradients), so that the update is the one a single process makes on the whole batch
+        tokens = sum(len(examples[i].target) for i in idx)
+        weights = (world * sum(len(examples[i].target) for i in mine) / tokens, world * len(mine) / len(idx))
+        soft = soft_module(adapter.dtype, accelerator.device)  # DDP's forward: backward averages the gradients
+        return batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce, weights)
+
+    def save(state: loop.Loop) -> None:
+        _checkpoint(accelerator, reminder, optimizer, cfg, state.step, state.losses, started)
+
+    def on_epoch(epoch: int) -> None:
+        progress.on_eval(epoch, evaluate(adapter, reminder, cfg))
+
+    state = loop.run(accelerator, optimizer, len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed,
+                     loss_of, save, state, on_epoch=on_epoch, callback=progress, stop=stop, desc="SAPT")
     metrics = {}
-    if not stopped and cfg.refit != "none":
+    if not state.stopped and cfg.refit != "none":
         metrics = refit(adapter, reminder, cfg)
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-    return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
+        save(state)
+    return TrainResult(reminder, state.step, state.losses, state.stopped, Path(cfg.out), metrics)
 
 
 @torch.no_grad()
