@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from reminder.checkpoint import write_folder
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import load_prompt_set, load_refusals
 from reminder.models import load_model
 from reminder.progress import Callback
@@ -188,16 +189,8 @@ def train(cfg: AlignConfig, adapter=None, callback: Callback | None = None,
 
 
 def main(argv: list[str] | None = None) -> AlignResult:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = AlignConfig()
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            ap.add_argument(flag, action="store_true")
-        else:
-            kind = type(value) if value is not None else (str if name in ("cache",) else int)
-            ap.add_argument(flag, type=kind, default=value)
-    cfg = AlignConfig(**vars(ap.parse_args(argv)))
+    ap = add_config_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), AlignConfig)
+    cfg = config_from_args(AlignConfig, ap.parse_args(argv))
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                       "seconds": round(result.seconds, 1), "stopped": result.stopped, "out": str(result.out)}))

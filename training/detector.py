@@ -42,11 +42,12 @@ import numpy as np
 import torch
 
 from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model
-from reminder.detector import AGGREGATES
+from reminder.config_cli import add_config_args, config_from_args
+from reminder.detector import Aggregate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
 from .calibration import calibrate, calibrate_reminder, generation_checks
-from .examples import CUTS, image_id, image_paths
+from .examples import Cut, image_id, image_paths
 from .features import probe_features
 from .llava import eval_llava
 from .probe import choose_threshold, fit_probe, probe_scores, scores_report
@@ -60,8 +61,8 @@ class DetectorConfig:
     n_components: int = 0  # 0: the full standardised state; k: PCA to k dimensions first (the paper uses 4)
     c: tuple[float, ...] = (0.001, 0.003, 0.01)  # inverse L2 strengths tried; validation picks one
     max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
-    aggregate: str = "mean"  # how a generation's checks combine (reminder.detector.gate)
-    cuts: str = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
+    aggregate: Aggregate = "mean"  # how a generation's checks combine (reminder.detector.gate)
+    cuts: Cut = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
     check_start: bool = False  # also check before the first token (stored in the reminder; trained and calibrated)
@@ -182,41 +183,22 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     return DetectorResult(rem, metrics, folder)
 
 
+HELP = {
+    "model": "default: embedded (with --calibrate-only: the reminder's own model)",
+    "c": "inverse L2 strengths to try (validation picks one)",
+    "aggregate": "gate: each check alone (last, the paper) or the mean log-odds of the checks so far",
+    "check_end": "also check an answer that ends between check points (with --calibrate-only: turn it on)",
+    "n_tokens": "vectors in the new soft prompt (ignored with --prompt-from, which keeps its prompt)",
+    "prompt_from": "read through this reminder's trained soft prompt (keeps it and its SAPT record)",
+    "eval_llava": "also report AUROC on ../shared llava15_responses",
+}
+
+
 def main(argv: list[str] | None = None) -> DetectorResult:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="default: embedded (with --calibrate-only: the reminder's own model)")
-    ap.add_argument("--out", default="checkpoints/embedded")
-    ap.add_argument("--layer", type=int, default=-1)
-    ap.add_argument("--n-components", type=int, default=0)
-    ap.add_argument("--c", type=float, nargs="+", default=list(DetectorConfig.c),
-                    help="inverse L2 strengths to try (validation picks one)")
-    ap.add_argument("--aggregate", choices=AGGREGATES, default=DetectorConfig.aggregate,
-                    help="gate: each check alone (last, the paper) or the mean log-odds of the checks so far")
-    ap.add_argument("--cuts", choices=CUTS, default=DetectorConfig.cuts,
-                    help="training partials: at the check points, or at random word boundaries")
-    ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
-    ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
-    ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
-    ap.add_argument("--check-end", action="store_true",
-                    help="also check an answer that ends between check points (with --calibrate-only: turn it on)")
-    ap.add_argument("--check-start", action="store_true",
-                    help="also check before the first token, on the prompt (and prefill) alone")
-    ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
-                    help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
-    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
-                    help="images put in the user turn of extra training conversations (harmful and benign)")
-    ap.add_argument("--n-tokens", type=int, default=DEFAULT_TOKENS,
-                    help="vectors in the new soft prompt (ignored with --prompt-from, which keeps its prompt)")
-    ap.add_argument("--prompt-from", metavar="DIR",
-                    help="read through this reminder's trained soft prompt (keeps it and its SAPT record)")
-    ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
-    ap.add_argument("--max-val", type=int)
-    ap.add_argument("--max-test", type=int)
-    ap.add_argument("--train-cuts", type=int, default=3, help="with --cuts random: partials per training response")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
-    ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
+    add_config_args(ap, DetectorConfig, skip=("command", "max_per_split"), help=HELP, defaults={"model": None})
+    for split in ("train", "val", "test"):
+        ap.add_argument(f"--max-{split}", type=int, help=f"cap prompts per set in the {split} split")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="keep the reminder in --out and only choose its threshold again on the validation "
                          "generations (its own settings; the fitting options above are ignored, except "
@@ -230,18 +212,11 @@ def main(argv: list[str] | None = None) -> DetectorResult:
             ap.error(str(err))
         print(json.dumps(result.metrics, indent=2))
         return result
-    caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
-    cfg = DetectorConfig(a.model or "embedded", a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate,
-                         a.cuts, max_new_tokens=a.max_new_tokens,
-                         interval=a.interval, check_start=a.check_start, check_end=a.check_end, max_per_split=caps,
-                         train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
-                         eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
-                         images=tuple(a.images), n_tokens=a.n_tokens)
-    cfg.command = command
+    caps = {s: v for s in ("train", "val", "test") if (v := getattr(a, f"max_{s}")) is not None}
+    cfg = config_from_args(DetectorConfig, a, model=a.model or "embedded", max_per_split=caps, command=command)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
     return result
-
 
 if __name__ == "__main__":
     main()

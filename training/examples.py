@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from PIL import Image
@@ -36,7 +36,8 @@ from reminder.judges import is_refusal
 from reminder.paths import reminder_home
 
 AFFIRMATIVE_PREFILL = "Sure, here is"
-CUTS = ("checks", "random")  # where responses are cut: at guarded generation's check points, or at a random word
+Cut = Literal["checks", "random"]  # where responses are cut: at guarded generation's check points, or at a random word
+CUTS: tuple[str, ...] = get_args(Cut)
 
 
 @dataclass

@@ -42,20 +42,21 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reminder import Reminder, load_model
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import load_refusals
 from reminder.progress import Callback, Progress
 
 from . import loop
 from .calibration import calibrate_reminder
 from .detector import DetectorConfig, fit
-from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
+from .examples import Cut, Pair, cut_response, image_paths, labelled_responses, soft_batch
 from .features import check_pairs
 from .state import load_state, save_state
 
@@ -78,12 +79,13 @@ class SaptConfig:
     max_harmful: int | None = None  # cap on train prompts per set
     max_benign: int | None = None
     max_val: int | None = None  # cap on validation prompts per set (evaluation and threshold)
-    cuts: str = "checks"  # partials: at a random check point, or ("random") at a random word boundary
+    cuts: Cut = "checks"  # partials: at a random check point, or ("random") at a random word boundary
     min_chars: int = 20  # with cuts="random": a non-empty partial response keeps at least this much
     max_new_tokens: int = 96  # of the cached model responses (shared with training.detector)
     max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
-    refit: str = "threshold"  # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
+    # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
+    refit: Literal["threshold", "detector", "none"] = "threshold"
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
@@ -284,43 +286,24 @@ def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, ste
                {"step": step, "losses": losses, "config": asdict(cfg)})
 
 
+HELP = {
+    "max_harmful": "cap on harmful train prompts", "max_benign": "cap on benign train prompts",
+    "cuts": "cut responses at a random check point or at a random word boundary",
+    "check_start": "also check before the first token: trained for, then calibrated (kept in the reminder)",
+    "check_end": "also check an answer that ends between check points: trained for, then calibrated (kept)",
+    "refit": "after training: calibrate the threshold again, also refit the probes, or neither",
+}
+
+
 def main(argv: list[str] | None = None) -> TrainResult:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--out", default="checkpoints/embedded")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lambda-bce", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-harmful", type=int, help="cap on harmful train prompts")
-    ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
-    ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
-    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
-                    help="images put in the user turn of extra training conversations (harmful and benign)")
-    ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
-                    help="cut responses at a random check point or at a random word boundary")
-    ap.add_argument("--check-start", action="store_true",
-                    help="also check before the first token: trained for, then calibrated (kept in the reminder)")
-    ap.add_argument("--check-end", action="store_true",
-                    help="also check an answer that ends between check points: trained for, then calibrated (kept)")
-    ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
-                    help="after training: calibrate the threshold again, also refit the probes, or neither")
-    a = ap.parse_args(argv)
-    cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
-                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
-                     refit=a.refit, images=tuple(a.images), check_start=a.check_start,
-                     check_end=a.check_end)
-    cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
+    add_config_args(ap, SaptConfig, skip=("command",), help=HELP)
+    cfg = config_from_args(SaptConfig, ap.parse_args(argv),
+                           command="python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv))
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                       "stopped": result.stopped, **result.metrics}, indent=2))
     return result
-
 
 if __name__ == "__main__":
     main()
