@@ -98,14 +98,13 @@ def parse_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
 
 
-def add_common_args(parser: argparse.ArgumentParser, steps: int, target: bool = True) -> argparse.ArgumentParser:
-    """``--model --prompt [--target] --steps --seed --out --json`` (``--prompt``/``--target`` may repeat)."""
+def add_common_args(parser: argparse.ArgumentParser, target: bool = True) -> argparse.ArgumentParser:
+    """``--model --prompt [--target] --out --json`` (``--prompt``/``--target`` may repeat); each attack adds its
+    config's flags (:func:`reminder.config_cli.add_config_args`: ``--steps``, ``--seed``, ...)."""
     parser.add_argument("--model", default="embedded", help="model name, hub id or folder")
     parser.add_argument("--prompt", action="append", required=True, help="user request (repeatable where supported)")
     if target:
         parser.add_argument("--target", action="append", required=True, help="wanted start of the answer")
-    parser.add_argument("--steps", type=int, default=steps, help="optimisation steps")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="where to write the artefact / result JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     return parser

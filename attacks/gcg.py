@@ -36,6 +36,7 @@ from attacks.common import (
     print_progress,
     target_ce,
 )
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.models.base import Prompt, VLMAdapter
 from reminder.progress import Callback, Progress, stopped
 
@@ -230,11 +231,8 @@ def run(adapter: VLMAdapter, prompt: str, target: str, config: GCGConfig | None 
 
 
 def main(argv: list[str] | None = None) -> GCGResult:
-    parser = add_common_args(argparse.ArgumentParser(description="GCG adversarial suffix search"), steps=50)
-    parser.add_argument("--search-width", type=int, default=GCGConfig.search_width)
-    parser.add_argument("--topk", type=int, default=GCGConfig.topk)
-    parser.add_argument("--batch-size", type=int, default=GCGConfig.batch_size)
-    parser.add_argument("--suffix-init", default=GCGConfig.suffix_init)
+    parser = add_common_args(argparse.ArgumentParser(description="GCG adversarial suffix search"))
+    add_config_args(parser, GCGConfig, rename={"num_steps": "steps"}, help={"num_steps": "optimisation steps"})
     parser.add_argument("--image", help="optional image placed in the user message")
     args = parser.parse_args(argv)
     if len(args.prompt) != 1 or len(args.target) != 1:
@@ -244,8 +242,7 @@ def main(argv: list[str] | None = None) -> GCGResult:
 
     adapter = load_model(args.model)
     image = open_image(args.image)[0] if args.image else None
-    config = GCGConfig(num_steps=args.steps, search_width=args.search_width, topk=args.topk,
-                       batch_size=args.batch_size, suffix_init=args.suffix_init, seed=args.seed)
+    config = config_from_args(GCGConfig, args)
     result = run(adapter, args.prompt[0], args.target[0], config, image=image, callback=print_progress)
     result.command = cli_command("attacks.gcg", argv)
     if args.out:

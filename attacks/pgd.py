@@ -33,6 +33,7 @@ from attacks.common import (
     save_image_result,
     target_loss,
 )
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.models.base import VLMAdapter
 from reminder.progress import Callback, Progress, stopped
 
@@ -164,11 +165,14 @@ def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Imag
     return result
 
 
+FRACTIONS = {"eps": parse_fraction, "alpha": parse_fraction}  # flags in pixel units, e.g. 16/255
+HELP = {"eps": "L-inf radius, e.g. 16/255", "alpha": "step size, e.g. 1/255", "steps": "optimisation steps"}
+
+
 def main(argv: list[str] | None = None) -> PGDResult:
-    parser = add_common_args(argparse.ArgumentParser(description="PGD adversarial image (ImgJP)"), steps=20)
+    parser = add_common_args(argparse.ArgumentParser(description="PGD adversarial image (ImgJP)"))
+    add_config_args(parser, PGDConfig, skip=("universal",), parsers=FRACTIONS, help=HELP)
     parser.add_argument("--image", help="clean base image (default: a seeded plain image, base_image(256, seed))")
-    parser.add_argument("--eps", type=parse_fraction, default=PGDConfig.eps, help="L-inf radius, e.g. 16/255")
-    parser.add_argument("--alpha", type=parse_fraction, default=PGDConfig.alpha, help="step size, e.g. 1/255")
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("--out (the adversarial PNG) is required")
@@ -176,8 +180,7 @@ def main(argv: list[str] | None = None) -> PGDResult:
     from reminder.images import open_image
 
     adapter = load_model(args.model)
-    config = PGDConfig(eps=args.eps, alpha=args.alpha, steps=args.steps, universal=len(args.prompt) > 1,
-                       seed=args.seed)
+    config = config_from_args(PGDConfig, args, universal=len(args.prompt) > 1)
     image = open_image(args.image)[0] if args.image else base_image(seed=args.seed)
     result = run(adapter, args.prompt, args.target, image, config, callback=print_progress)
     result.command = cli_command("attacks.pgd", argv)
