@@ -103,10 +103,10 @@ class Comparison:
                "injections": self.guarded.result.injections if self.guarded.result else [],
                "tokens_until_intervention": self.tokens_until_intervention}
         for name, run in (("baseline", self.baseline), ("guarded", self.guarded)):
-            out[name] = {"text": run.text, "tokens": run.result.tokens if run.result else [], "scores": run.scores,
-                         "refused": run.refused, "seconds_per_token": run.seconds_per_token,
-                         "first_token_seconds": run.first_token_seconds,
-                         "checks": [vars(c) for c in run.result.checks] if run.result else []}
+            done = run.result.to_json(("tokens", "checks")) if run.result else {"tokens": [], "checks": []}
+            out[name] = {"text": run.text, "tokens": done["tokens"], "scores": run.scores, "refused": run.refused,
+                         "seconds_per_token": run.seconds_per_token, "first_token_seconds": run.first_token_seconds,
+                         "checks": done["checks"]}
         return out
 
 

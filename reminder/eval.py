@@ -171,7 +171,7 @@ def _row(cell: Cell, inputs: AttackInput, gen: Generation, seconds: float, judge
         "dataset": ds, "id": rec.id, "category": rec.category, "harmful_request": rec.harmful, "attack": attack,
         "defense": defense, "prompt": inputs.prompt, "prefill": inputs.prefill, "has_image": inputs.image is not None,
         "text": gen.text, "answer": full, "n_tokens": len(gen.token_ids), "prompt_tokens": gen.prompt_tokens,
-        "harm_scores": gen.harm_scores, "checks": [asdict(c) for c in gen.checks], "injections": gen.injections,
+        **gen.to_json(("harm_scores", "checks", "injections")),
         "tokens_before_reminder": first,
         "judge": {name: _verdict(j, rec.prompt, full) for name, j in judges.items()},
         "judge_after": {name: _verdict(j, rec.prompt, after) for name, j in judges.items()},

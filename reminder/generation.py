@@ -95,10 +95,11 @@ class Generation:
         cuts = [0, *self.injections, len(self.tokens)]
         return ["".join(self.tokens[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
-    def to_json(self) -> dict:
+    def to_json(self, keys: tuple[str, ...] | None = None) -> dict:
+        """Plain data (checks as ``{"at", "p_unsafe", "fired"}``): every field, or the ``keys`` named, in their order;
+        the one serialisation the CLI, the evaluation rows and the app's comparison use."""
         out = asdict(self)
-        out["checks"] = [{"at": c.at, "p_unsafe": c.p_unsafe, "fired": c.fired} for c in self.checks]
-        return out
+        return out if keys is None else {k: out[k] for k in keys}
 
 
 def check_due(n: int, interval: int, max_new_tokens: int, start: bool = False) -> bool:
