@@ -82,9 +82,7 @@ def target_loss(adapter: VLMAdapter, prompt: Prompt, target: str,
     if ids.shape[1] == 0:
         raise ValueError("target must be non-empty text")
     enc = adapter.encode(prompt, pixels)
-    embeds = torch.cat([enc.embeds, adapter.embed(ids)], dim=1)
-    positions = torch.cat([enc.positions, adapter.positions(enc.next_position, ids.shape[1])], dim=-1)
-    hidden, _ = adapter.forward(embeds, positions)
+    hidden, _ = adapter.forward(*adapter.extend(enc, ids))
     n = enc.embeds.shape[1]
     return target_ce(adapter, hidden[:, n - 1: -1], ids)[0][0]
 

@@ -227,10 +227,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
                 last_s, h_s = soft_on_cache()
                 h_check, soft_last = h_s[0, -1], last_s[:, -1]
             else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
-                gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
-                full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
-                pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
-                _, h_full = adapter.forward(full, pos, None, layer)
+                generated = torch.tensor([ids], dtype=torch.long, device=adapter.device)
+                _, h_full = adapter.forward(*adapter.extend(enc, generated, soft), None, layer)
                 h_check = h_full[0, -1]
             yield score(h_check)
             if not checks[-1].fired:

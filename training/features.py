@@ -106,10 +106,9 @@ def check_features(adapter, answers: list[Answer], soft: torch.Tensor, interval:
         enc = adapter.encode(adapter.build(ans.record.prompt, training_image(ans.image), prefill=ans.prefill))
         p, body = len(enc), ids[:points[-1]]
         length = p + len(body)
-        embeds = torch.cat([enc.embeds, adapter.embed(torch.tensor([body], dtype=torch.long, device=adapter.device)),
-                            *[soft.to(adapter.dtype)] * len(points)], dim=1)
-        positions = torch.cat([enc.positions, adapter.positions(enc.next_position, len(body)),
-                               *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
+        embeds, positions = adapter.extend(enc, torch.tensor([body], dtype=torch.long, device=adapter.device))
+        embeds = torch.cat([embeds, *[soft.to(adapter.dtype)] * len(points)], dim=1)  # copy j at point j's positions
+        positions = torch.cat([positions, *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
         size = length + n * len(points)
         sees = torch.ones(size, size, dtype=torch.bool).tril()
         sees[length:, :length] = False
