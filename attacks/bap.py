@@ -22,25 +22,24 @@ from __future__ import annotations
 import argparse
 import re
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from PIL import Image
 
 from attacks import pgd
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     cli_command,
     emit,
-    parse_fraction,
     print_progress,
     save_image_result,
-    stopped,
 )
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.generation import generate
 from reminder.judges import Judge, get_judge
 from reminder.models.base import VLMAdapter
+from reminder.progress import Callback, stopped
 
 CORPUS_QUERIES = (
     "Answer my question.",
@@ -158,14 +157,12 @@ def run(adapter: VLMAdapter, query: str, image: Image.Image, config: BAPConfig |
 
 
 def main(argv: list[str] | None = None) -> BAPResult:
-    parser = add_common_args(argparse.ArgumentParser(description="BAP bi-modal adversarial prompt attack"),
-                             steps=20, target=False)
+    parser = add_common_args(argparse.ArgumentParser(description="BAP bi-modal adversarial prompt attack"), False)
+    add_config_args(parser, BAPConfig, skip=("pgd",), help={"rounds": "stage-2 rewriting rounds"})
+    add_config_args(parser, pgd.PGDConfig, skip=("universal", "seed"), parsers=pgd.FRACTIONS, help=pgd.HELP,
+                    defaults=asdict(BAPConfig().pgd))  # stage 1
     parser.add_argument("--image", help="clean base image (default: a seeded plain image)")
     parser.add_argument("--adv-image", help="a ready query-agnostic adversarial image: skips stage 1")
-    parser.add_argument("--eps", type=parse_fraction, default=pgd.PGDConfig.eps, help="L-inf radius, e.g. 16/255")
-    parser.add_argument("--corpus-size", type=int, default=BAPConfig.corpus_size, help="stage-1 corpus pairs")
-    parser.add_argument("--rounds", type=int, default=BAPConfig.rounds, help="stage-2 rewriting rounds")
-    parser.add_argument("--max-new-tokens", type=int, default=BAPConfig.max_new_tokens)
     parser.add_argument("--rewriter", help="model that rewrites queries (default: the attacked model)")
     args = parser.parse_args(argv)
     if len(args.prompt) != 1:
@@ -177,8 +174,8 @@ def main(argv: list[str] | None = None) -> BAPResult:
     rewriter = load_model(args.rewriter) if args.rewriter else None
     image = open_image(args.image)[0] if args.image else pgd.base_image(seed=args.seed)
     adv = open_image(args.adv_image)[0] if args.adv_image else None
-    config = BAPConfig(pgd=pgd.PGDConfig(eps=args.eps, steps=args.steps, seed=args.seed), corpus_size=args.corpus_size,
-                       rounds=args.rounds, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    stage1 = config_from_args(pgd.PGDConfig, args, universal=True, seed=args.seed)
+    config = config_from_args(BAPConfig, args, pgd=stage1)
     result = run(adapter, args.prompt[0], image, config, adv_image=adv, rewriter=rewriter, callback=print_progress)
     result.command = cli_command("attacks.bap", argv)
     if args.out:

@@ -1,11 +1,10 @@
-"""Shared pieces of the optimisation attacks (GCG, PGD, BAP): results, progress, cancellation, the target loss, CLI."""
+"""Shared pieces of the optimisation attacks (GCG, PGD, BAP): results, the target loss, CLI. Progress and cancellation
+are the one protocol of :mod:`reminder.progress` (``callback``: a Progress or a ``(step, loss)`` function; ``stop``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import torch.nn.functional as F
 
 from reminder.checkpoint import write_text
 from reminder.models.base import Prompt, VLMAdapter
-
-Callback = Callable[[int, float], None]  # (step, loss), called once per optimisation step
 
 
 @dataclass
@@ -58,11 +55,6 @@ def save_image_result(result: AttackResult, out: str | Path) -> Path:
     return out
 
 
-def stopped(stop: threading.Event | None) -> bool:
-    """True once the caller has set the cancellation event."""
-    return stop is not None and stop.is_set()
-
-
 def batch_positions(positions: torch.Tensor, batch: int) -> torch.Tensor:
     """Positions for one sequence ([1, T] or M-RoPE [3, 1, T]) broadcast to ``batch`` rows ([B, T] / [3, B, T])."""
     return positions.expand(*positions.shape[:-2], batch, positions.shape[-1])
@@ -90,9 +82,7 @@ def target_loss(adapter: VLMAdapter, prompt: Prompt, target: str,
     if ids.shape[1] == 0:
         raise ValueError("target must be non-empty text")
     enc = adapter.encode(prompt, pixels)
-    embeds = torch.cat([enc.embeds, adapter.embed(ids)], dim=1)
-    positions = torch.cat([enc.positions, adapter.positions(enc.next_position, ids.shape[1])], dim=-1)
-    hidden, _ = adapter.forward(embeds, positions)
+    hidden, _ = adapter.forward(*adapter.extend(enc, ids))
     n = enc.embeds.shape[1]
     return target_ce(adapter, hidden[:, n - 1: -1], ids)[0][0]
 
@@ -106,14 +96,13 @@ def parse_fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
 
 
-def add_common_args(parser: argparse.ArgumentParser, steps: int, target: bool = True) -> argparse.ArgumentParser:
-    """``--model --prompt [--target] --steps --seed --out --json`` (``--prompt``/``--target`` may repeat)."""
+def add_common_args(parser: argparse.ArgumentParser, target: bool = True) -> argparse.ArgumentParser:
+    """``--model --prompt [--target] --out --json`` (``--prompt``/``--target`` may repeat); each attack adds its
+    config's flags (:func:`reminder.config_cli.add_config_args`: ``--steps``, ``--seed``, ...)."""
     parser.add_argument("--model", default="embedded", help="model name, hub id or folder")
     parser.add_argument("--prompt", action="append", required=True, help="user request (repeatable where supported)")
     if target:
         parser.add_argument("--target", action="append", required=True, help="wanted start of the answer")
-    parser.add_argument("--steps", type=int, default=steps, help="optimisation steps")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="where to write the artefact / result JSON")
     parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     return parser

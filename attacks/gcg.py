@@ -29,16 +29,16 @@ from transformers import DynamicCache
 
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     batch_positions,
     cli_command,
     emit,
     print_progress,
-    stopped,
     target_ce,
 )
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.models.base import Prompt, VLMAdapter
+from reminder.progress import Callback, Progress, stopped
 
 
 @dataclass
@@ -177,7 +177,9 @@ class _Objective:
 def run(adapter: VLMAdapter, prompt: str, target: str, config: GCGConfig | None = None,
         image: Image.Image | None = None, callback: Callback | None = None, stop: threading.Event | None = None,
         system: str | None = None) -> GCGResult:
-    """Optimise a suffix so that ``prompt + suffix`` (with ``image``, if any) makes the model answer ``target``."""
+    """Optimise a suffix so that ``prompt + suffix`` (with ``image``, if any) makes the model answer ``target``;
+    ``callback``/``stop``: :mod:`reminder.progress` (a plain ``(step, loss)`` function serves too)."""
+    progress = Progress.of(callback)
     config = config or GCGConfig()
     if config.search_width < 1 or config.topk < 1 or config.batch_size < 1 or config.n_replace < 1:
         raise ValueError("search_width, topk, batch_size and n_replace must be >= 1")
@@ -223,18 +225,14 @@ def run(adapter: VLMAdapter, prompt: str, target: str, config: GCGConfig | None 
         if loss < result.best_loss:
             result.best_loss, result.best_suffix = loss, decode(best_ids)
         result.matched = result.matched or bool(matches[j])
-        if callback:
-            callback(step, loss)
+        progress.on_step(step, loss, {})
     result.seconds_per_step = (time.perf_counter() - start) / max(1, len(result.losses))
     return result
 
 
 def main(argv: list[str] | None = None) -> GCGResult:
-    parser = add_common_args(argparse.ArgumentParser(description="GCG adversarial suffix search"), steps=50)
-    parser.add_argument("--search-width", type=int, default=GCGConfig.search_width)
-    parser.add_argument("--topk", type=int, default=GCGConfig.topk)
-    parser.add_argument("--batch-size", type=int, default=GCGConfig.batch_size)
-    parser.add_argument("--suffix-init", default=GCGConfig.suffix_init)
+    parser = add_common_args(argparse.ArgumentParser(description="GCG adversarial suffix search"))
+    add_config_args(parser, GCGConfig, rename={"num_steps": "steps"}, help={"num_steps": "optimisation steps"})
     parser.add_argument("--image", help="optional image placed in the user message")
     args = parser.parse_args(argv)
     if len(args.prompt) != 1 or len(args.target) != 1:
@@ -244,8 +242,7 @@ def main(argv: list[str] | None = None) -> GCGResult:
 
     adapter = load_model(args.model)
     image = open_image(args.image)[0] if args.image else None
-    config = GCGConfig(num_steps=args.steps, search_width=args.search_width, topk=args.topk,
-                       batch_size=args.batch_size, suffix_init=args.suffix_init, seed=args.seed)
+    config = config_from_args(GCGConfig, args)
     result = run(adapter, args.prompt[0], args.target[0], config, image=image, callback=print_progress)
     result.command = cli_command("attacks.gcg", argv)
     if args.out:

@@ -25,17 +25,17 @@ from PIL import Image
 
 from attacks.common import (
     AttackResult,
-    Callback,
     add_common_args,
     cli_command,
     emit,
     parse_fraction,
     print_progress,
     save_image_result,
-    stopped,
     target_loss,
 )
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.models.base import VLMAdapter
+from reminder.progress import Callback, Progress, stopped
 
 
 @dataclass
@@ -104,7 +104,9 @@ def base_image(size: int = 256, seed: int = 0) -> Image.Image:
 def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Image.Image,
         config: PGDConfig | None = None, callback: Callback | None = None,
         stop: threading.Event | None = None) -> PGDResult:
-    """Optimise ``image`` so the model answers each prompt with its target (one target may serve all prompts)."""
+    """Optimise ``image`` so the model answers each prompt with its target (one target may serve all prompts);
+    ``callback``/``stop``: :mod:`reminder.progress` (a plain ``(step, loss)`` function serves too)."""
+    progress = Progress.of(callback)
     config = config or PGDConfig()
     if not prompts:
         raise ValueError("PGD needs at least one prompt")
@@ -144,8 +146,7 @@ def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Imag
             x = x.detach() - config.alpha * grad.sign()
             x = torch.min(torch.max(x, clean - config.eps), clean + config.eps).clamp(0, 1)
         result.losses.append(value)
-        if callback:
-            callback(step, value)
+        progress.on_step(step, value, {})
     result.seconds_per_step = (time.perf_counter() - start) / max(1, len(result.losses))
     with torch.no_grad():  # the last update has not been scored yet
         last = float(loss_of(x))
@@ -164,11 +165,14 @@ def run(adapter: VLMAdapter, prompts: list[str], targets: list[str], image: Imag
     return result
 
 
+FRACTIONS = {"eps": parse_fraction, "alpha": parse_fraction}  # flags in pixel units, e.g. 16/255
+HELP = {"eps": "L-inf radius, e.g. 16/255", "alpha": "step size, e.g. 1/255", "steps": "optimisation steps"}
+
+
 def main(argv: list[str] | None = None) -> PGDResult:
-    parser = add_common_args(argparse.ArgumentParser(description="PGD adversarial image (ImgJP)"), steps=20)
+    parser = add_common_args(argparse.ArgumentParser(description="PGD adversarial image (ImgJP)"))
+    add_config_args(parser, PGDConfig, skip=("universal",), parsers=FRACTIONS, help=HELP)
     parser.add_argument("--image", help="clean base image (default: a seeded plain image, base_image(256, seed))")
-    parser.add_argument("--eps", type=parse_fraction, default=PGDConfig.eps, help="L-inf radius, e.g. 16/255")
-    parser.add_argument("--alpha", type=parse_fraction, default=PGDConfig.alpha, help="step size, e.g. 1/255")
     args = parser.parse_args(argv)
     if not args.out:
         parser.error("--out (the adversarial PNG) is required")
@@ -176,8 +180,7 @@ def main(argv: list[str] | None = None) -> PGDResult:
     from reminder.images import open_image
 
     adapter = load_model(args.model)
-    config = PGDConfig(eps=args.eps, alpha=args.alpha, steps=args.steps, universal=len(args.prompt) > 1,
-                       seed=args.seed)
+    config = config_from_args(PGDConfig, args, universal=len(args.prompt) > 1)
     image = open_image(args.image)[0] if args.image else base_image(seed=args.seed)
     result = run(adapter, args.prompt, args.target, image, config, callback=print_progress)
     result.command = cli_command("attacks.pgd", argv)

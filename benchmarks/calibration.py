@@ -3,7 +3,7 @@
     python -m benchmarks.calibration --model embedded --reminder checkpoints/embedded [--allow 3]
 
 Reads every validation response at each check point and combines the checks as the reminder's gate does (as
-:func:`training.detector.calibrate` does), then prints the highest benign peak scores and, for 0..``allow`` benign
+:func:`training.calibration.calibrate` does), then prints the highest benign peak scores and, for 0..``allow`` benign
 generations allowed to fire, the lowest such threshold and the share of each kind of generation that fires at it.
 """
 
@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 
 from reminder import Reminder, load_model
-from training.detector import DetectorConfig, generation_checks, generation_peaks
+from training.calibration import generation_checks, generation_peaks
+from training.detector import DetectorConfig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,9 @@
     python -m benchmarks.check_features --model embedded --reminder checkpoints/embedded [--n 40]
 
 The detector's training pairs, its calibration and ``benchmarks.defense`` read every answer at each point guarded
-generation checks it. :func:`training.detector.check_features` encodes the answer once and runs only the soft
-prompt on the KV cache cropped at each point; the earlier way (:func:`training.detector.check_pairs` +
-:func:`training.detector.pair_features`) re-encodes prompt + partial answer + soft prompt for every point, in padded
+generation checks it. :func:`training.features.check_features` encodes the answer once and runs only the soft
+prompt on the KV cache cropped at each point; the earlier way (:func:`training.features.check_pairs` +
+:func:`training.features.pair_features`) re-encodes prompt + partial answer + soft prompt for every point, in padded
 batches. Both run in this process on the first ``--n`` validation answers of each kind (cached model answers) through
 the reminder's prompt; printed: seconds each, the ratio, and how far their probe scores are apart (the earlier way
 re-tokenises the decoded partial answer, so a few points can differ by a token at the seam).
@@ -19,7 +19,9 @@ import time
 import numpy as np
 
 from reminder import Reminder, load_model
-from training.detector import DetectorConfig, check_features, check_pairs, pair_features, probe_scores, split_answers
+from training.detector import DetectorConfig
+from training.features import check_features, check_pairs, pair_features, split_answers
+from training.probe import probe_scores
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -37,16 +37,11 @@ from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
 from reminder.judges import LearnedJudge, is_refusal, unsafe_share
-from training.detector import (
-    DetectorConfig,
-    generation_checks,
-    generation_peaks,
-    load_pairs,
-    pair_features,
-    probe_scores,
-    scores_report,
-)
+from training.calibration import generation_checks, generation_peaks
+from training.detector import DetectorConfig
 from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
+from training.features import load_pairs, pair_features
+from training.probe import probe_scores, scores_report
 
 
 def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_harmful: int = 30,

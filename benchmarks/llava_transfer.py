@@ -15,7 +15,8 @@ from pathlib import Path
 
 from reminder import Reminder, load_model
 from reminder.checkpoint import write_metrics
-from training.detector import LLAVA_RESPONSES, DetectorConfig, eval_llava
+from training.detector import DetectorConfig
+from training.llava import LLAVA_RESPONSES, eval_llava
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -133,23 +133,21 @@ class Reminder:
         return rem
 
 
-def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None], keep: bool = True) -> Path:
     """Create ``folder`` atomically: ``fill`` writes into a sibling temp folder, which then replaces it.
 
-    Entries of an existing ``folder`` that ``fill`` does not write (a training state, a LoRA subfolder) are carried
-    over.
+    With ``keep``, entries of an existing ``folder`` that ``fill`` does not write (a training state, a LoRA subfolder)
+    are carried over; without, the old folder goes entirely.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     old = folder.with_name(f".{folder.name}.old")
     try:
         fill(tmp)
         if folder.exists():
-            for extra in folder.iterdir():
+            for extra in folder.iterdir() if keep else ():
                 if not (tmp / extra.name).exists():
                     (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, tmp / extra.name)
             shutil.rmtree(old, ignore_errors=True)
@@ -161,21 +159,32 @@ def write_folder(folder: str | os.PathLike, fill: Callable[[Path], None]) -> Pat
     return folder
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file beside it and an atomic rename: readers never see a
-    partial file, and a failure leaves no temporary file behind."""
+def write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Create the file ``path`` atomically: ``write(tmp)`` writes a temporary file beside it, which an atomic rename
+    then puts in place. Readers never see a partial file, and a failure leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_file`)."""
+    return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:

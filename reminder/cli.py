@@ -41,10 +41,8 @@ def _request(adapter, req: dict, base: Path, max_new_tokens: int):
 def _generation_json(gen: Generation, prompt: Prompt) -> dict:
     """A generation as JSON; ``image_text``: what the model read in the image ("" none, null without image or
     without a reading channel)."""
-    return {"text": gen.text, "tokens": gen.tokens, "harm_scores": gen.harm_scores,
-            "checks": [{"at": c.at, "p_unsafe": c.p_unsafe, "fired": c.fired} for c in gen.checks],
-            "injections": gen.injections,
-            "generate_seconds": gen.generate_seconds, "model": gen.model, "image_text": prompt.image_text}
+    keys = ("text", "tokens", "harm_scores", "checks", "injections", "generate_seconds", "model")
+    return gen.to_json(keys) | {"image_text": prompt.image_text}
 
 
 def cmd_generate(args) -> int:

@@ -4,9 +4,7 @@
 reminder loaded with ``guard=False``, so every token is scored but nothing is injected) and the guarded run. The two
 streams are interleaved token by token; each run's time is the time spent inside its own stream.
 
-Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
-``<root>/<attack>/<model>/`` for the roots ``assets/attacks`` (shipped) and ``$REMINDER_HOME/attacks`` (the app's
-attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the prompt, ``suffix.txt`` is appended to it.
+The attacks are the one registry's (:mod:`attacks.compose`; ``ATTACKS`` is re-exported here for the app).
 """
 
 from __future__ import annotations
@@ -16,87 +14,31 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
+from attacks.compose import ATTACKS, PRECOMPUTED, AttackInput, AttackUnavailable, attack_inputs, lab_folder
+
 from . import paths
 from .checkpoint import Reminder
+from .data import Record
 from .generation import Generation, GenerationConfig, TokenEvent, stream
-from .images import open_image
 from .judges import is_refusal
 from .models.base import VLMAdapter
 
 ASSETS = paths.ASSETS
-TEXT_ATTACKS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "template")
-PRECOMPUTED = ("pgd", "gcg", "bap")
-ATTACKS = TEXT_ATTACKS + PRECOMPUTED
+__all__ = ["ASSETS", "ATTACKS", "PRECOMPUTED", "AttackUnavailable", "Comparison", "Run", "apply_attack", "compare",
+           "lab_folder", "read_image", "reading_note"]
 
 
-class AttackUnavailable(ValueError):
-    """An attack whose artefacts are not there (one clear line)."""
-
-
-@dataclass
-class AttackedInput:
-    """What the model receives after an attack: the final prompt, image and forced assistant prefix."""
-
-    attack: str
-    prompt: str
-    image: Image.Image | None = None
-    prefill: str = ""
-    note: str = ""
-
-
-NOTES = {
-    "figstep": "the instruction is typeset in the image; the text prompt asks to fill in the list",
-    "mmsb-typo": "the request is drawn as a phrase; the text prompt asks for the steps",
-    "mmsb-sd-typo": "the uploaded image is stacked above the request drawn as a phrase",
-    "prefill": "the answer is forced to start with the prefill",
-    "template": "the request is wrapped in a jailbreak template",
-}
-
-
-def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str = "embedded",
-                 assets: Path = ASSETS) -> AttackedInput:
-    """Turn a request into the attacked inputs (``prompt`` is the harmful instruction; ``attack`` may be
-    ``name:arg`` as in :mod:`attacks.compose`, e.g. ``template:fiction``)."""
-    from attacks import mmsb
-    from attacks.compose import attack_inputs
-
-    from .datasets import Record
-
+def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str = "embedded") -> AttackInput:
+    """Turn a request into the attacked inputs (``prompt`` is the harmful instruction; ``attack`` is a spec of the one
+    registry, :data:`attacks.compose.ATTACKS`, e.g. ``template:fiction``); precomputed artefacts are ``model``'s."""
     if not prompt.strip():
         raise ValueError("the prompt is empty")
-    name = attack.partition(":")[0]
-    if name in PRECOMPUTED:
-        return _precomputed(name, prompt, image, model, assets)
-    if name == "mmsb-sd-typo":
-        if image is None:
-            raise ValueError("mmsb-sd-typo stacks the uploaded image above the phrase: upload an image first")
-        return AttackedInput(attack, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(image, prompt), note=NOTES[name])
-    record = Record("app", "", prompt, (lambda: image) if image is not None else None)
-    out = attack_inputs(attack, record)
-    return AttackedInput(attack, out.prompt, out.image, out.prefill, NOTES.get(name, ""))
-
-
-def lab_folder(attack: str, model: str) -> Path:
-    """Where the app's attack lab saves an optimised attack's artefacts (read back by :func:`apply_attack`)."""
-    return paths.reminder_home() / "attacks" / attack / model
-
-
-def _precomputed(attack: str, prompt: str, image: Image.Image | None, model: str, assets: Path) -> AttackedInput:
-    folder = next((f for f in (assets / "attacks" / attack / model, lab_folder(attack, model)) if f.is_dir()), None)
-    if folder is None:
-        raise AttackUnavailable(f"{attack} is not available yet for model '{model}': no precomputed artefacts in "
-                                f"assets/attacks/{attack}/{model}/ (run it in the Attack lab or the attacks CLI)")
-    if (folder / "prompt.txt").is_file():
-        prompt = (folder / "prompt.txt").read_text()
-    if (folder / "suffix.txt").is_file():
-        prompt = f"{prompt} {(folder / 'suffix.txt').read_text().strip()}"
-    if (folder / "image.png").is_file():
-        image, _ = open_image(folder / "image.png")
-    return AttackedInput(attack, prompt, image, note=f"precomputed {attack} artefacts from {folder}")
+    if attack.partition(":")[0] == "mmsb-sd-typo" and image is None:
+        raise ValueError("mmsb-sd-typo stacks the uploaded image above the phrase: upload an image first")
+    return attack_inputs(attack, Record("app", "", prompt, image=image), model)
 
 
 def read_image(adapter: VLMAdapter, image: Image.Image | None) -> str | None:
@@ -143,7 +85,7 @@ class Run:
 class Comparison:
     """The state after each streamed step; both runs hold their ``result`` in the last one."""
 
-    inputs: AttackedInput
+    inputs: AttackInput
     baseline: Run
     guarded: Run
     threshold: float
@@ -161,10 +103,10 @@ class Comparison:
                "injections": self.guarded.result.injections if self.guarded.result else [],
                "tokens_until_intervention": self.tokens_until_intervention}
         for name, run in (("baseline", self.baseline), ("guarded", self.guarded)):
-            out[name] = {"text": run.text, "tokens": run.result.tokens if run.result else [], "scores": run.scores,
-                         "refused": run.refused, "seconds_per_token": run.seconds_per_token,
-                         "first_token_seconds": run.first_token_seconds,
-                         "checks": [vars(c) for c in run.result.checks] if run.result else []}
+            done = run.result.to_json(("tokens", "checks")) if run.result else {"tokens": [], "checks": []}
+            out[name] = {"text": run.text, "tokens": done["tokens"], "scores": run.scores, "refused": run.refused,
+                         "seconds_per_token": run.seconds_per_token, "first_token_seconds": run.first_token_seconds,
+                         "checks": done["checks"]}
         return out
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from attacks import figstep, mmsb
 
 from . import paths
+from .images import open_image
 
 PROMPTS_DIR = paths.PROMPTS
 SPLITS = ("train", "val", "test")
@@ -32,18 +35,33 @@ class DataError(ValueError):
 
 @dataclass
 class Record:
-    """One example. ``safe``: True/False where labelled, None where unknown or absent. Typographic examples: ``text``
-    is printed in the image and ``prompt`` sent with it; ``topic`` names the subject (on-topic checks)."""
+    """One example, for training and for the evaluation grid alike. ``safe``: True/False where labelled, None where
+    unknown or absent (:attr:`harmful` unless labelled safe). ``image``: a file (opened lazily by :meth:`load_image`)
+    or an image already in memory. Typographic examples: ``text`` is printed in the image and ``prompt`` sent with it;
+    ``topic`` names the subject (on-topic checks). ``meta``: extras attacks may use (``instruction``, ``target``,
+    ``figstep_image``, ``key_phrase``)."""
 
     id: str
     category: str
     prompt: str
     response: str | None = None
     safe: bool | None = None
-    image: Path | None = None
+    image: Path | Image.Image | None = None
     split: str | None = None
     text: str | None = None
     topic: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def harmful(self) -> bool:
+        """A harmful request (the evaluation's ASR counts it) unless labelled safe (over-refusal counts it)."""
+        return self.safe is not True
+
+    def load_image(self) -> Image.Image | None:
+        """The record's image as RGB, opened as every entry point opens images (:func:`reminder.images.open_image`)."""
+        if self.image is None or isinstance(self.image, Image.Image):
+            return self.image
+        return open_image(self.image)[0]
 
 
 def _file(path: str | os.PathLike, what: str) -> Path:
@@ -127,13 +145,13 @@ def load_typographic_harmful(kind: str = "figstep", split: str | None = None,
     source = {r.id: r for r in load_prompt_set("harmful", folder=folder)}
     path = _file(Path(folder) / "typographic_harmful.jsonl", "typographic harmful set")
     rows = _json_rows(path)
-    field = {"figstep": "figstep", "mmsb": "phrase"}[kind]
-    _require(rows, path, ("id", field))
+    column = {"figstep": "figstep", "mmsb": "phrase"}[kind]
+    _require(rows, path, ("id", column))
     unknown = [r["id"] for r in rows if r["id"] not in source]
     if unknown:
         raise DataError(f"{path}: ids not in harmful.jsonl: {', '.join(unknown[:5])}")
     return [Record(r["id"], source[r["id"]].category, TYPO_PROMPTS[kind], safe=False, split=source[r["id"]].split,
-                   text=r[field])
+                   text=r[column])
             for r in rows if split is None or source[r["id"]].split == split]
 
 

@@ -1,7 +1,6 @@
-"""Evaluation datasets as records (id, category, text prompt, optional image builder), so any attack composes with any
-dataset. File parsing lives in :mod:`reminder.data`; this module maps registry names to its loaders. ``name:arg``
-passes a split (prompt sets, also any ``*.jsonl`` path) or a path (AdvBench, HarmBench, StrongREJECT CSVs; the
-MM-SafetyBench folder).
+"""Evaluation datasets as :class:`reminder.data.Record` lists, so any attack composes with any dataset. File parsing
+lives in :mod:`reminder.data`; this module maps registry names to its loaders. ``name:arg`` passes a split (prompt
+sets, also any ``*.jsonl`` path) or a path (AdvBench, HarmBench, StrongREJECT CSVs; the MM-SafetyBench folder).
 
 Data folders follow the official layouts under ``data_dir`` (``--data-dir``, else ``$REMINDER_DATA``, else ``data/``):
 ``FigStep/questions/*.csv`` + ``FigStep/images/SafeBench[-Tiny]/*.png``; ``MM-SafetyBench/processed_questions/*.json``
@@ -12,28 +11,12 @@ Data folders follow the official layouts under ``data_dir`` (``--data-dir``, els
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from PIL import Image
-
 from . import data
-
-
-@dataclass(frozen=True)
-class Record:
-    """One evaluation item. ``image``: builds the dataset's own image (None: text only); ``harmful``: False for
-    benign sets (over-refusal); ``meta``: extras attacks may use (``instruction``, ``target``, ``figstep_image``)."""
-
-    id: str
-    category: str
-    prompt: str
-    image: Callable[[], Image.Image] | None = None
-    harmful: bool = True
-    meta: dict[str, str] = field(default_factory=dict)
+from .data import Record
 
 
 class DatasetError(ValueError):
@@ -45,18 +28,9 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("REMINDER_DATA") or "data").expanduser()
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Load an image file fully as RGB (as every entry point opens images: :func:`reminder.images.open_image`)."""
-    from .images import open_image
-
-    return open_image(path)[0]
-
-
-def _from_data(rows: list[data.Record], **meta_of) -> list[Record]:
-    """:mod:`reminder.data` records -> evaluation records (the image path becomes a lazy builder)."""
-    return [Record(r.id, r.category, r.prompt, partial(load_image, r.image) if r.image else None,
-                   harmful=r.safe is not True, meta={k: getattr(r, v) for k, v in meta_of.items() if getattr(r, v)})
-            for r in rows]
+def _from_data(rows: list[Record], **meta_of) -> list[Record]:
+    """Loaded records with ``meta`` filled from their fields (``meta_of``: meta key -> field name, where set)."""
+    return [dataclasses.replace(r, meta={k: getattr(r, v) for k, v in meta_of.items() if getattr(r, v)}) for r in rows]
 
 
 def figstep(root: Path, tiny: bool = True) -> list[Record]:

@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from attacks.compose import AttackInputs
+from attacks.compose import AttackInput
 
 from .checkpoint import Reminder
 from .detector import Detector
@@ -41,7 +41,7 @@ class Defense:
     needs_reminder = False
     guarded = False  # True: generation checks the reminder as it goes; False: plain decoding (batchable)
 
-    def prompt(self, adapter: VLMAdapter, inputs: AttackInputs) -> Prompt:
+    def prompt(self, adapter: VLMAdapter, inputs: AttackInput) -> Prompt:
         """The chat prompt this defence sends."""
         return adapter.build(inputs.prompt, inputs.image, inputs.prefill)
 
@@ -50,7 +50,7 @@ class Defense:
         if self.needs_reminder and reminder is None:
             raise ValueError(f"defence '{self.name}' needs a trained reminder (pass --reminder FOLDER)")
 
-    def apply(self, adapter: VLMAdapter, record, inputs: AttackInputs, reminder: Reminder | None,
+    def apply(self, adapter: VLMAdapter, record, inputs: AttackInput, reminder: Reminder | None,
               config: GenerationConfig) -> Generation:
         self.require(reminder)
         return self.generate(adapter, self.prompt(adapter, inputs), reminder, config)

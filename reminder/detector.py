@@ -7,10 +7,13 @@ and live in safetensors; the probe itself is plain torch so it is differentiable
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
-AGGREGATES = ("last", "mean")
+Aggregate = Literal["last", "mean"]  # how a generation's checks combine (see gate)
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
 
 
 def gate(logits: torch.Tensor, aggregate: str = "last") -> torch.Tensor:

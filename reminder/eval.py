@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,16 +28,18 @@ from pathlib import Path
 
 import torch
 
-from attacks.compose import AttackInputs, attack_inputs
+from attacks.compose import AttackInput, attack_inputs
 
 from .batching import batches, generate_batch
 from .checkpoint import Reminder
-from .datasets import Record, load_dataset
+from .data import Record
+from .datasets import load_dataset
 from .defenses import get_defense
 from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
 from .models import DEFAULT_MODEL, ModelNotFound, Prompt, VLMAdapter, load_model
 from .paths import shipped
+from .progress import Callback, Progress, stopped
 
 Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
 
@@ -127,7 +130,7 @@ def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: 
     return _row((ds, rec, attack, defense), inputs, gen, time.perf_counter() - start, judges)
 
 
-def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> tuple[AttackInputs, VLMAdapter, Prompt]:
+def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> tuple[AttackInput, VLMAdapter, Prompt]:
     """An unguarded cell's attacked inputs and what its defence decodes: the adapter (or a view) and the prompt."""
     _, rec, attack, defense = cell
     d = get_defense(defense)
@@ -158,7 +161,7 @@ def run_batch(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None,
         yield _row(cell, inputs, gen, seconds, judges, len(cells))
 
 
-def _row(cell: Cell, inputs: AttackInputs, gen: Generation, seconds: float, judges: dict, batch_size: int = 1) -> dict:
+def _row(cell: Cell, inputs: AttackInput, gen: Generation, seconds: float, judges: dict, batch_size: int = 1) -> dict:
     """The result row of one generated cell, judged."""
     ds, rec, attack, defense = cell
     full = inputs.prefill + gen.answer
@@ -168,7 +171,7 @@ def _row(cell: Cell, inputs: AttackInputs, gen: Generation, seconds: float, judg
         "dataset": ds, "id": rec.id, "category": rec.category, "harmful_request": rec.harmful, "attack": attack,
         "defense": defense, "prompt": inputs.prompt, "prefill": inputs.prefill, "has_image": inputs.image is not None,
         "text": gen.text, "answer": full, "n_tokens": len(gen.token_ids), "prompt_tokens": gen.prompt_tokens,
-        "harm_scores": gen.harm_scores, "checks": [asdict(c) for c in gen.checks], "injections": gen.injections,
+        **gen.to_json(("harm_scores", "checks", "injections")),
         "tokens_before_reminder": first,
         "judge": {name: _verdict(j, rec.prompt, full) for name, j in judges.items()},
         "judge_after": {name: _verdict(j, rec.prompt, after) for name, j in judges.items()},
@@ -225,10 +228,11 @@ def _process() -> tuple[int, int, Callable[[], None]]:
     return 0, 1, lambda: None
 
 
-def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
-             stop: Callable[[], bool] | None = None) -> Summary:
-    """Run (or resume) the grid; ``callback(row)`` after each new row; ``stop()``, asked before each unit of work and
-    after each row, true ends it early (resumable; rows of a batch not yet written are made again on resume)."""
+def run_grid(cfg: EvalConfig, callback: Callback | None = None, stop: threading.Event | None = None) -> Summary:
+    """Run (or resume) the grid; ``callback`` (:mod:`reminder.progress`: ``on_row(row)``, or a ``(row)`` function)
+    after each new row; ``stop``, looked at before each unit of work and after each row, once set ends it early
+    (resumable; rows of a batch not yet written are made again on resume)."""
+    progress = Progress.of(callback)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, barrier = _process()
@@ -242,10 +246,9 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
         gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, interval=cfg.interval,
                                    threshold=cfg.threshold, seed=cfg.seed)
         name = "results.jsonl" if world == 1 else f"results.rank{rank}.jsonl"
-        stopped = stop or (lambda: False)
         with open(out / name, "a", encoding="utf-8") as f:
             for unit in plan(adapter, todo, reminder, cfg.batch_size):
-                if stopped():
+                if stopped(stop):
                     break
                 cells = [todo[i] for i in unit]
                 rows = (run_batch(adapter, cells, reminder, gen_cfg, judges) if len(cells) > 1
@@ -253,9 +256,8 @@ def run_grid(cfg: EvalConfig, callback: Callable[[dict], None] | None = None,
                 for row in rows:
                     f.write(json.dumps(row) + "\n")
                     f.flush()
-                    if callback is not None:
-                        callback(row)
-                    if stopped():
+                    progress.on_row(row)
+                    if stopped(stop):
                         break
     barrier()
     summary = summarise(read_rows(out))

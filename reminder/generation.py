@@ -95,10 +95,30 @@ class Generation:
         cuts = [0, *self.injections, len(self.tokens)]
         return ["".join(self.tokens[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
-    def to_json(self) -> dict:
+    def to_json(self, keys: tuple[str, ...] | None = None) -> dict:
+        """Plain data (checks as ``{"at", "p_unsafe", "fired"}``): every field, or the ``keys`` named, in their order;
+        the one serialisation the CLI, the evaluation rows and the app's comparison use."""
         out = asdict(self)
-        out["checks"] = [{"at": c.at, "p_unsafe": c.p_unsafe, "fired": c.fired} for c in self.checks]
-        return out
+        return out if keys is None else {k: out[k] for k in keys}
+
+
+def check_due(n: int, interval: int, max_new_tokens: int, start: bool = False) -> bool:
+    """Whether guarded generation checks after ``n`` generated tokens: every ``interval`` tokens, with ``start`` also
+    before the first one, and never after the ``max_new_tokens``-th (a check needs a token after it to matter)."""
+    return n < max_new_tokens and (n % interval == 0 if n else start)
+
+
+def end_check_due(n: int, interval: int, max_new_tokens: int, end: bool = False) -> bool:
+    """Whether an answer that ends (end-of-turn) after ``n`` tokens gets the ``end`` check: it stopped between two
+    check points, before ``max_new_tokens``."""
+    return end and n < max_new_tokens and n % interval != 0
+
+
+def check_points(n: int, interval: int, max_new_tokens: int, start: bool = False, end: bool = False) -> list[int]:
+    """Where guarded generation (:func:`stream`) checks an answer of ``n`` tokens: the one schedule, which training
+    reads its examples at (:func:`check_due`, then :func:`end_check_due` where the answer ended)."""
+    points = [k for k in range(n + 1) if check_due(k, interval, max_new_tokens, start)]
+    return points + [n] if end_check_due(n, interval, max_new_tokens, end) else points
 
 
 def check_prompt(adapter: VLMAdapter, prompt: Prompt | Encoded, max_new_tokens: int) -> None:
@@ -180,8 +200,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     while True:
         n = len(ids)
         # a check needs a token after it to matter: none after the last allowed one
-        due = (guarded and len(injections) < cfg.max_injections and n < cfg.max_new_tokens
-               and (n % interval == 0 if n else reminder.check_start))
+        due = (guarded and len(injections) < cfg.max_injections
+               and check_due(n, interval, cfg.max_new_tokens, reminder.check_start))
         past, real = cache.get_seq_length(), step.shape[1]
         x = step
         if due and cfg.check == "fused":
@@ -207,10 +227,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
                 last_s, h_s = soft_on_cache()
                 h_check, soft_last = h_s[0, -1], last_s[:, -1]
             else:  # reencode: the whole sequence from scratch, no cache (the official code's check)
-                gen_emb = adapter.embed(torch.tensor([ids], dtype=torch.long, device=adapter.device))
-                full = torch.cat([enc.embeds, gen_emb, soft], dim=1)
-                pos = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
-                _, h_full = adapter.forward(full, pos, None, layer)
+                generated = torch.tensor([ids], dtype=torch.long, device=adapter.device)
+                _, h_full = adapter.forward(*adapter.extend(enc, generated, soft), None, layer)
                 h_check = h_full[0, -1]
             yield score(h_check)
             if not checks[-1].fired:
@@ -223,7 +241,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
             break
         tok = _pick(logits, suppress, cfg, gen)
         if tok in adapter.eos_ids and not cfg.ignore_eos:
-            if not (guarded and reminder.check_end and n % interval and len(injections) < cfg.max_injections):
+            if not (guarded and len(injections) < cfg.max_injections
+                    and end_check_due(n, interval, cfg.max_new_tokens, reminder.check_end)):
                 break
             last_s, h_s = soft_on_cache()  # the end check: the answer stops between check points
             yield score(h_s[0, -1])

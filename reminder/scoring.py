@@ -25,10 +25,8 @@ def score_response(adapter: VLMAdapter, prompt: Prompt, response: str, reminder:
     ids = adapter.tokens(response) if response else torch.zeros(1, 0, dtype=torch.long, device=adapter.device)
     enc = adapter.encode(prompt)
     soft = reminder.soft_prompt(adapter.dtype, adapter.device)
-    embeds = torch.cat([enc.embeds, adapter.embed(ids), soft], dim=1)
     n = ids.shape[1]
-    positions = torch.cat([enc.positions, adapter.positions(enc.next_position, n + soft.shape[1])], dim=-1)
-    _, hidden = adapter.forward(embeds, positions, None, reminder.layer)
+    _, hidden = adapter.forward(*adapter.extend(enc, ids, soft), None, reminder.layer)
     start = len(prompt)
     per_token = reminder.token_probe()(hidden[0, start:start + n]).tolist()
     pieces = [adapter.tokenizer.decode([i]) for i in ids[0].tolist()]

@@ -42,7 +42,7 @@ def test_align_resume_matches_uninterrupted(fresh, tmp_path):
     full = train(_cfg(tmp_path, tmp_path / "a"), adapter=fresh())
     stop = threading.Event()
     first = train(_cfg(tmp_path, tmp_path / "b"), adapter=fresh(), stop=stop,
-                  on_step=lambda step, loss: stop.set() if step == 2 else None)
+                  callback=lambda step, loss: stop.set() if step == 2 else None)
     assert first.stopped and first.step == 2
     resumed = train(_cfg(tmp_path, tmp_path / "b", resume=True), adapter=fresh())
     assert resumed.step == full.step

@@ -17,7 +17,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 from PIL import Image
 
-from attacks import figstep
+from attacks import compose, figstep
 from reminder import Detector, Reminder, SoftPrompt, compare
 from reminder.bundle import export_zip
 from reminder.models.embedded import embedded_dir
@@ -61,7 +61,7 @@ def served(embedded, tmp_path_factory):
     import app
 
     mp.setattr(app, "PER_SESSION", True)
-    mp.setattr(compare, "lab_folder", lambda attack, model: root / "lab" / attack / model)  # no attack-lab results
+    mp.setattr(compose, "lab_folder", lambda attack, model: root / "lab" / attack / model)  # no attack-lab results
     app.MODELS.models["embedded"] = embedded  # share the session's model instead of loading a second copy
     demo = app.build()
     port = free_port()

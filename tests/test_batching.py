@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import torch
@@ -88,8 +89,9 @@ def test_grid_batches_give_the_same_rows_and_resume(tiny_models, tiny_folders, t
     assert len(one) == 32 and all(r["batch_size"] == 1 for r in one.values())
 
     seen: list[dict] = []
-    run_grid(EvalConfig(out=str(tmp_path / "many"), batch_size=8, **common), callback=seen.append,
-             stop=lambda: len(seen) >= 5)
+    stop = threading.Event()
+    run_grid(EvalConfig(out=str(tmp_path / "many"), batch_size=8, **common),
+             callback=lambda row: (seen.append(row), len(seen) >= 5 and stop.set()), stop=stop)
     assert len(read_rows(tmp_path / "many")) == 5  # stopped inside a batch: the rest of it is made on resume
     main(["--model", folder, "--dataset", str(data), "--attack", ",".join(attacks), "--defense", ",".join(defenses),
           "--reminder", str(tmp_path / "rem"), "--max-new-tokens", "6", "--batch-size", "8",

@@ -158,7 +158,7 @@ def test_pgd_holds_the_reading_and_reads_the_png_again(embedded):
 def test_typographic_attacks_send_the_official_prompt_and_the_words_through_the_image():
     from attacks.compose import attack_inputs
     from attacks.examples import EXAMPLES
-    from reminder.datasets import Record
+    from reminder.data import Record
 
     record = Record("x", "", "Steps to pick a lock.")
     official = {"figstep": figstep.PROMPT, "mmsb-typo": mmsb.PROMPTS["TYPO"], "mmsb-sd-typo": mmsb.PROMPTS["SD+TYPO"]}

@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from reminder import Reminder, generate, load_model
+from reminder import Reminder, generate, generation, load_model
 from reminder.data import Record
 from reminder.models.tiny import FAMILIES, build_tiny
-from training import detector, sapt, state
+from reminder.progress import Progress
+from training import detector, features, llava, probe, sapt, state
 from training.examples import Answer, Pair, cut_response, greedy_batch, greedy_ids, image_id, soft_batch
 
 CAPS = {"train": 3, "val": 2, "test": 2}  # prompts per split and set
@@ -79,7 +80,7 @@ def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
 def test_threshold_keeps_benign_below_max_fpr_with_a_margin() -> None:
     p = np.array([0.1, 0.3, 0.5, 0.6, 0.9, 0.95])
     y = np.array([0, 0, 0, 1, 1, 1])
-    t = detector.choose_threshold(p, y, max_fpr=0.0)
+    t = probe.choose_threshold(p, y, max_fpr=0.0)
     assert t == pytest.approx(0.55)  # between the highest benign score and the lowest harmful one above it
 
 
@@ -92,7 +93,7 @@ def test_pca_probe_matches_sklearn() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(40, 16, generator=g).numpy() * 3 + 1
     y = (x[:, 0] + x[:, 1] > 2).astype(int)
-    det = detector.fit_probe(x, y, n_components=4, c=1.0)
+    det = probe.fit_probe(x, y, n_components=4, c=1.0)
     ref = make_pipeline(StandardScaler(), PCA(4, random_state=0), LogisticRegression(C=1.0, max_iter=2000)).fit(x, y)
     assert torch.allclose(det(torch.tensor(x)), torch.tensor(ref.predict_proba(x)[:, 1]).float(), atol=1e-5)
 
@@ -114,7 +115,7 @@ def test_sapt_loss_falls_and_reminder_changes_generation(tiny, fitted) -> None:
     folder = _copy(fitted, "sapt")
     seen = []
 
-    class Record(sapt.TrainCallback):
+    class Record(Progress):
         def on_step(self, step, loss, metrics):
             seen.append((step, loss, metrics["ce"]))
 
@@ -213,9 +214,9 @@ def test_check_start_is_trained_calibrated_and_kept(tiny, fitted) -> None:
     one more check per validation generation; SAPT's --check-start turns it on and calibrates for it."""
     root, base = fitted
     answer = Answer(Record("h1", "x", "Say it."), "Sure, here is", "Sure, here is one two three four five six", 1)
-    pairs = detector.check_pairs(tiny, answer, 2, 6, start=True)
+    pairs = features.check_pairs(tiny, answer, 2, 6, start=True)
     assert pairs[0].partial == "Sure, here is" and [p.partial for p in pairs[1:]] == [
-        p.partial for p in detector.check_pairs(tiny, answer, 2, 6)]
+        p.partial for p in features.check_pairs(tiny, answer, 2, 6)]
     cfg = detector.DetectorConfig(out=str(root / "start"), max_per_split=CAPS, max_new_tokens=6,
                                   cache=str(root / "responses.jsonl"), max_fpr=0.5, interval=2, check_start=True)
     result = detector.run(cfg, tiny)
@@ -236,9 +237,9 @@ def test_end_check_pairs_and_calibrate_only_turns_the_end_check_on(tiny, fitted)
     ids = tiny.tokens(answer.response)[0].tolist()
     n = len(ids)
     points = lambda interval, max_new, end: [  # noqa: E731
-        len(tiny.tokens(p.partial)[0]) for p in detector.check_pairs(tiny, answer, interval, max_new, end=end)]
+        len(tiny.tokens(p.partial)[0]) for p in features.check_pairs(tiny, answer, interval, max_new, end=end)]
     assert points(n - 1, n + 2, False) == [n - 1] and points(n - 1, n + 2, True) == [n - 1, n]
-    assert detector.check_pairs(tiny, answer, n - 1, n + 2, end=True)[-1].partial == tiny.tokenizer.decode(ids)
+    assert features.check_pairs(tiny, answer, n - 1, n + 2, end=True)[-1].partial == tiny.tokenizer.decode(ids)
     assert points(n - 1, n, True) == [n - 1]  # cut off at max_new_tokens: it did not end, nothing more to read
     assert points(n, n + 2, True) == [n]  # ended on a check point: already read there
     folder = _copy(fitted, "end-check")
@@ -282,11 +283,11 @@ def test_check_features_read_each_point_like_a_forward_from_scratch(tiny_models,
     answers = [Answer(Record("h1", "x", "Say it."), "Sure, here is", "Sure, here is one two three four five", 1,
                       str(path)),
                Answer(Record("b1", "x", "Count."), "", "six seven eight", 0)]
-    check, token, owner = detector.check_features(adapter, answers, soft, 2, 12, start=True, end=True)
+    check, token, owner = features.check_features(adapter, answers, soft, 2, 12, start=True, end=True)
     row = 0
     for i, ans in enumerate(answers):
-        ids = detector.answer_ids(adapter, ans, 12)
-        points = detector.check_points(len(ids), 2, 12, start=True, end=True)
+        ids = features.answer_ids(adapter, ans, 12)
+        points = generation.check_points(len(ids), 2, 12, start=True, end=True)
         assert points[0] == 0 and (len(ids) % 2 == 0 or points[-1] == len(ids))
         image = Image.open(ans.image) if ans.image else None
         enc = adapter.encode(adapter.build(ans.record.prompt, image, prefill=ans.prefill))
@@ -327,7 +328,7 @@ def test_sapt_resume_matches_uninterrupted_run(tiny, fitted) -> None:
     full = sapt.train(_config(once, **cfg), tiny)
     stop = threading.Event()
 
-    class StopAt(sapt.TrainCallback):
+    class StopAt(Progress):
         def on_step(self, step, loss, metrics):
             if step == 2:
                 stop.set()
@@ -347,12 +348,12 @@ def test_resume_without_state_is_a_clear_error(tiny, fitted) -> None:
 
 
 def test_eval_llava_scores_real_responses(tiny, fitted) -> None:
-    if not detector.LLAVA_RESPONSES.is_dir():
+    if not llava.LLAVA_RESPONSES.is_dir():
         pytest.skip("../shared/data/llava15_responses is not present")
     _, result = fitted
     rem = result.reminder
     cfg = detector.DetectorConfig(llava_per_file=4)
-    out = detector.eval_llava(tiny, {"check": rem.detector, "token": rem.token_detector},
+    out = llava.eval_llava(tiny, {"check": rem.detector, "token": rem.token_detector},
                               rem.soft_prompt(tiny.dtype, tiny.device), cfg)
     assert set(out) == {"AdvBench_with_adv_attack", "SPA_VL", "VLSafe"}
     assert all(v["n"] == 4 for v in out.values())

@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from reminder.checkpoint import write_folder
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import load_prompt_set, load_refusals
 from reminder.models import load_model
+from reminder.progress import Callback
+from training import loop
 from training.examples import Pair, model_responses, soft_batch
 from training.state import load_state, save_state
 
@@ -116,11 +119,12 @@ def add_lora(adapter, cfg: AlignConfig):
     return get_peft_model(adapter.language_model, config)
 
 
-def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, on_step=None) -> AlignResult:
-    """Fine-tune the LoRA adapter; ``on_step(step, loss)`` reports progress, ``stop`` ends early (saved)."""
+def train(cfg: AlignConfig, adapter=None, callback: Callback | None = None,
+          stop: threading.Event | None = None) -> AlignResult:
+    """Fine-tune the LoRA adapter (:mod:`training.loop`); ``callback`` reports progress (:mod:`reminder.progress`:
+    ``on_step``, or a ``(step, loss)`` function), ``stop`` ends early (saved)."""
     from accelerate import Accelerator
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from tqdm.auto import tqdm
 
     accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
     adapter = adapter or load_model(cfg.model)
@@ -131,28 +135,42 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     optimizer = accelerator.prepare(optimizer)
-    step, losses = 0, []
+    state = loop.Loop()
     if cfg.resume:
         saved, info = load_state(cfg.out, optimizer)
         set_peft_model_state_dict(peft_model, saved)
-        step, losses = info["step"], info["losses"]
+        state = loop.Loop(info["step"], info["losses"])
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
 
-    def checkpoint() -> None:
+    def loss_of(idx: list[int], mine: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        # this process's share of the whole batch's token-mean loss, times the process count: the gradients
+        # averaged over the processes (average_gradients) are those of a single process on the whole batch
+        share = world * sum(scored[i] for i in mine) / sum(scored[i] for i in idx)
+        return batch_loss(adapter, [examples[i] for i in mine or idx[:1]], cfg) * share, {}
+
+    def average_gradients() -> None:
+        """No DDP wrapper (the loss runs through the adapter, not a prepared module): average by hand."""
+        if world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            mean = accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")
+            for p, g in zip(params, mean.split([g.numel() for g in grads]), strict=True):
+                p.grad = g.view_as(p)
+
+    def save(state: loop.Loop) -> None:
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             return
-        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
-        info = {"model": cfg.model, "step": step, "total_steps": total, "losses": losses, "config": asdict(cfg),
-                "examples": len(examples)}
+        weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+        info = {"model": cfg.model, "step": state.step, "total_steps": total, "losses": state.losses,
+                "config": asdict(cfg), "examples": len(examples)}
 
         def fill(tmp: Path) -> None:  # adapter_model.safetensors (fp16, a few MB) + adapter_config.json
-            peft_model.save_pretrained(tmp, state_dict={k: v.half() for k, v in state.items()})
+            peft_model.save_pretrained(tmp, state_dict={k: v.half() for k, v in weights.items()})
             (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
             (tmp / "align.json").write_text(json.dumps(info, indent=1))
-            save_state(tmp, state, optimizer, {"step": step, "losses": losses})
+            save_state(tmp, weights, optimizer, {"step": state.step, "losses": state.losses})
 
         old = Path(cfg.out) / "align.json"
         if old.is_file():  # keep metrics a benchmark wrote earlier
@@ -160,63 +178,19 @@ def train(cfg: AlignConfig, adapter=None, stop: threading.Event | None = None, o
         write_folder(cfg.out, fill)
 
     start = time.perf_counter()
-    stopped = False
-    bar = tqdm(total=total, initial=step, desc="align (LoRA)", disable=not accelerator.is_main_process)
     peft_model.train()
     try:
-        while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            order = list(range(len(examples)))
-            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-            idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            mine = idx[rank::world]
-            batch = [examples[i] for i in mine] or [examples[idx[0]]]  # a process without a share keeps step (weight 0)
-            # this process's share of the whole batch's token-mean loss, times the process count: the gradients
-            # averaged over the processes below are those of a single process on the whole batch
-            share = world * sum(scored[i] for i in mine) / sum(scored[i] for i in idx)
-            loss = batch_loss(adapter, batch, cfg) * share
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            if world > 1:  # no DDP wrapper (the loss runs through the adapter, not a prepared module): by hand
-                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-                mean = accelerator.reduce(torch.cat([g.flatten() for g in grads]), "mean")
-                for p, g in zip(params, mean.split([g.numel() for g in grads]), strict=True):
-                    p.grad = g.view_as(p)
-            optimizer.step()
-            step += 1
-            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the whole batch's loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if on_step:
-                on_step(step, losses[-1])
-            boundary = step % per_epoch == 0 or step == total
-            if boundary:
-                checkpoint()
-            if stop is not None and stop.is_set() and step < total:
-                stopped = True
-                if not boundary:
-                    checkpoint()
-                break
-    except KeyboardInterrupt:
-        stopped = True
-        checkpoint()
+        state = loop.run(accelerator, optimizer, len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed,
+                         loss_of, save, state, after_backward=average_gradients, callback=callback, stop=stop,
+                         desc="align (LoRA)")
     finally:
-        bar.close()
         peft_model.eval()
-    return AlignResult(step, losses, stopped, time.perf_counter() - start, Path(cfg.out))
+    return AlignResult(state.step, state.losses, state.stopped, time.perf_counter() - start, Path(cfg.out))
 
 
 def main(argv: list[str] | None = None) -> AlignResult:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = AlignConfig()
-    for name, value in asdict(defaults).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            ap.add_argument(flag, action="store_true")
-        else:
-            kind = type(value) if value is not None else (str if name in ("cache",) else int)
-            ap.add_argument(flag, type=kind, default=value)
-    cfg = AlignConfig(**vars(ap.parse_args(argv)))
+    ap = add_config_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), AlignConfig)
+    cfg = config_from_args(AlignConfig, ap.parse_args(argv))
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                       "seconds": round(result.seconds, 1), "stopped": result.stopped, "out": str(result.out)}))

@@ -22,13 +22,16 @@ generations fire (a benign answer is checked several times, so a per-check false
 how often the reminder interrupts it). The L2 strength is chosen the same way, on validation generations, among
 ``--c``. Pair-level AUROC and the confusion matrix are reported on the validation and test splits. Everything is
 saved as safetensors through :meth:`Reminder.save`.
+
+This module holds the config, the fit and the CLI; the pairs and their hidden states are in :mod:`training.features`,
+the probe in :mod:`training.probe`, the threshold in :mod:`training.calibration`, the LLaVA-1.5 check in
+:mod:`training.llava`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import shlex
 import sys
 import time
@@ -37,26 +40,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model, paths
-from reminder.data import load_responses
-from reminder.detector import AGGREGATES, gate
+from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model
+from reminder.config_cli import add_config_args, config_from_args
+from reminder.detector import Aggregate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .examples import (
-    CUTS,
-    Answer,
-    Pair,
-    cut_response,
-    image_id,
-    image_paths,
-    labelled_responses,
-    soft_batch,
-    training_image,
-)
-
-LLAVA_RESPONSES = paths.SHARED_DATA / "llava15_responses"
+from .calibration import calibrate, calibrate_reminder, generation_checks
+from .examples import Cut, image_id, image_paths
+from .features import probe_features
+from .llava import eval_llava
+from .probe import choose_threshold, fit_probe, probe_scores, scores_report
 
 
 @dataclass
@@ -67,8 +61,8 @@ class DetectorConfig:
     n_components: int = 0  # 0: the full standardised state; k: PCA to k dimensions first (the paper uses 4)
     c: tuple[float, ...] = (0.001, 0.003, 0.01)  # inverse L2 strengths tried; validation picks one
     max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
-    aggregate: str = "mean"  # how a generation's checks combine (reminder.detector.gate)
-    cuts: str = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
+    aggregate: Aggregate = "mean"  # how a generation's checks combine (reminder.detector.gate)
+    cuts: Cut = "checks"  # training partials: "checks" (where guarded generation checks) or "random" word cuts
     max_new_tokens: int = 96  # of the model's responses (pairs are cut from them; calibration reads them whole)
     interval: int = 16  # check interval stored in the reminder and used for calibration
     check_start: bool = False  # also check before the first token (stored in the reminder; trained and calibrated)
@@ -106,173 +100,6 @@ class DetectorResult:
     reminder: Reminder
     metrics: dict
     folder: Path | None = None
-
-
-def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> list[Pair]:
-    """Harmful and benign (prompt, partial response, label) pairs of ``splits``, each response (cached) cut at
-    ``cfg.train_cuts`` random word boundaries in the train split and at one in the others.
-
-    ``cfg.openings`` adds harmful training answers that start with a mild opening the model then continues ("Great
-    question!"): unprompted harmful answers that open politely before the harm are the ones the probe misses most.
-    ``cfg.images`` adds training conversations with each image in the user turn (harmful: after the prefill and
-    unprompted; benign: the model's answer), so the probe also sees states shaped by image tokens.
-    """
-    rng = random.Random(cfg.seed)
-    pairs: list[Pair] = []
-    for split in splits:
-        for ans in split_answers(adapter, cfg, split):
-            for _ in range(cfg.train_cuts if split == "train" else 1):
-                partial, rest = cut_response(ans.response, rng)
-                pairs.append(Pair(ans.record.prompt, partial, ans.unsafe, rest, split, ans.image))
-    return pairs
-
-
-def split_answers(adapter, cfg: DetectorConfig, split: str) -> list[Answer]:
-    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``; openings and images: train only)."""
-    cap = cfg.max_per_split.get(split)
-    train = split == "train"
-    return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
-                              openings=cfg.openings if train else (), images=cfg.images if train else ())
-
-
-def probe_features(adapter, cfg: DetectorConfig, soft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                           np.ndarray, np.ndarray]:
-    """Every pair the probes learn from and are scored on, read through ``soft``: (check [N, d], token [N, d],
-    unsafe [N], split [N]). Training answers are read at their check points (``cfg.cuts == "checks"``, with
-    :func:`check_features`) or cut at random; validation and test ones at one random word boundary each."""
-    parts = []
-    if cfg.cuts == "checks":
-        answers = split_answers(adapter, cfg, "train")
-        check, token, owner = check_features(adapter, answers, soft, cfg.interval, cfg.max_new_tokens,
-                                             cfg.check_start, cfg.check_end, cfg.layer, desc="train answers")
-        parts.append((check, token, np.array([answers[i].unsafe for i in owner], dtype=int),
-                      np.full(len(owner), "train")))
-    pairs = load_pairs(adapter, cfg, ("val", "test") if cfg.cuts == "checks" else ("train", "val", "test"))
-    check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
-    parts.append((check, token, np.array([p.unsafe for p in pairs], dtype=int), np.array([p.split for p in pairs])))
-    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
-
-
-def check_points(n: int, interval: int, max_new_tokens: int, start: bool = False, end: bool = False) -> list[int]:
-    """Where guarded generation checks an answer of ``n`` tokens: after every ``interval`` tokens (none after the
-    ``max_new_tokens``-th token, where a reminder could change nothing), with ``start`` also before the first token,
-    and with ``end`` where the answer ended (by end-of-turn, before ``max_new_tokens``) between two check points."""
-    points = list(range(0 if start else interval, min(n, max_new_tokens - 1) + 1, interval))
-    if end and n < max_new_tokens and n % interval:
-        points.append(n)
-    return points
-
-
-def answer_ids(adapter, answer: Answer, max_new_tokens: int) -> list[int]:
-    """The answer's token ids after its prefill (at most ``max_new_tokens``)."""
-    return adapter.tokens(answer.response[len(answer.prefill):])[0].tolist()[:max_new_tokens]
-
-
-def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, start: bool = False,
-                end: bool = False) -> list[Pair]:
-    """The partial responses guarded generation checks while it produces the answer (see :func:`check_points`)."""
-    ids = answer_ids(adapter, answer, max_new_tokens)
-    return [Pair(answer.record.prompt, answer.prefill + adapter.tokenizer.decode(ids[:k]), answer.unsafe,
-                 adapter.tokenizer.decode(ids[k:]), image=answer.image)
-            for k in check_points(len(ids), interval, max_new_tokens, start, end)]
-
-
-@torch.inference_mode()
-def check_features(adapter, answers: list[Answer], soft: torch.Tensor, interval: int, max_new_tokens: int,
-                   start: bool = False, end: bool = False, layer: int = -1,
-                   desc: str = "check features") -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Each answer read at every point guarded generation checks it (:func:`check_points`), as it reads them.
-
-    One forward per answer: prompt + answer, then one copy of the soft prompt [1, n, d] per check point, each copy
-    seeing the prompt and the answer's tokens up to its point (and itself, causally) and placed at the positions it
-    would take there, as if the cache had been cropped at that point. Returns (check [N, d]: ``layer`` state at the
-    last soft token; token [N, d]: the state at the last token before the point; the answer of each row [N]),
-    float32, rows in answer order and then point order: the rows of :func:`check_pairs`, without re-encoding each
-    partial answer as :func:`pair_features` does (``benchmarks.check_features`` measures the difference).
-    """
-    n = soft.shape[1]
-    checks, tokens, owner = [], [], []
-    for i, ans in enumerate(tqdm(answers, desc=desc, unit="answer", leave=False)):
-        ids = answer_ids(adapter, ans, max_new_tokens)
-        points = check_points(len(ids), interval, max_new_tokens, start, end)
-        if not points:
-            continue
-        enc = adapter.encode(adapter.build(ans.record.prompt, training_image(ans.image), prefill=ans.prefill))
-        p, body = len(enc), ids[:points[-1]]
-        length = p + len(body)
-        embeds = torch.cat([enc.embeds, adapter.embed(torch.tensor([body], dtype=torch.long, device=adapter.device)),
-                            *[soft.to(adapter.dtype)] * len(points)], dim=1)
-        positions = torch.cat([enc.positions, adapter.positions(enc.next_position, len(body)),
-                               *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
-        size = length + n * len(points)
-        sees = torch.ones(size, size, dtype=torch.bool).tril()
-        sees[length:, :length] = False
-        for j, k in enumerate(points):  # copy j: the prompt and answer up to k, then itself causally
-            rows = slice(length + j * n, length + (j + 1) * n)
-            sees[rows, :p + k] = True
-            sees[rows, length:rows.start] = False
-        _, hid = adapter.forward(embeds, positions, None, layer, mask=sees)
-        checks.append(hid[0, length + n - 1::n].float().cpu())
-        tokens.append(hid[0, [p + k - 1 for k in points]].float().cpu())
-        owner += [i] * len(points)
-    if not checks:
-        return torch.empty(0, adapter.hidden_size), torch.empty(0, adapter.hidden_size), np.zeros(0, dtype=int)
-    return torch.cat(checks), torch.cat(tokens), np.array(owner)
-
-
-@dataclass
-class GenerationChecks:
-    """Validation generations read at every check point: ``feats`` [N, d] (one row per check), ``gen`` [N] (the
-    generation each check belongs to), ``unsafe`` and ``kind`` [G] per generation."""
-
-    feats: torch.Tensor
-    gen: np.ndarray
-    unsafe: np.ndarray
-    kind: np.ndarray
-
-
-def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
-                      split: str = "val") -> GenerationChecks:
-    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
-    ``cfg.check_start``, also before its first token; with ``cfg.check_end``, where it ends between check points)."""
-    gens = split_answers(adapter, cfg, split)
-    feats, _, owner = check_features(adapter, gens, soft, interval, cfg.max_new_tokens, cfg.check_start,
-                                     cfg.check_end, layer, desc=f"{split} generations")
-    kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
-    return GenerationChecks(feats, owner, np.array([g.unsafe for g in gens]), np.array(kind))
-
-
-def generation_peaks(checks: GenerationChecks, detector: Detector, aggregate: str) -> np.ndarray:
-    """Each generation's highest gate score over its checks [G] (0 for one too short to be checked)."""
-    with torch.no_grad():
-        logits = detector.logit(checks.feats)
-    peak = np.zeros(len(checks.unsafe))
-    for g in np.unique(checks.gen):
-        peak[g] = float(gate(logits[torch.from_numpy(checks.gen == g)], aggregate).max())
-    return peak
-
-
-def calibrate(checks: GenerationChecks, detector: Detector, aggregate: str, max_fpr: float) -> tuple[float, dict]:
-    """Choose the threshold on whole generations, the way guarded generation will use it.
-
-    A generation fires when the gate's score (:func:`reminder.detector.gate` over its checks so far) reaches the
-    threshold at any check. The threshold maximises the harmful firing rate with at most ``max_fpr`` of benign
-    generations firing. Returns (threshold, per-kind firing rates).
-    """
-    peak = generation_peaks(checks, detector, aggregate)
-    threshold = choose_threshold(peak, checks.unsafe, max_fpr)
-    fired = {k: float(np.mean(peak[checks.kind == k] >= threshold)) for k in ("harmful", "harmful+prefill", "benign")
-             if (checks.kind == k).any()}
-    return threshold, {"generations": {k: int((checks.kind == k).sum()) for k in fired},
-                       "checks": len(checks.gen), "fired": fired, "aggregate": aggregate}
-
-
-def calibrate_reminder(adapter, reminder: Reminder, cfg: DetectorConfig) -> tuple[float, dict]:
-    """(threshold, firing rates) for ``reminder``'s own prompt and check probe on ``cfg``'s validation generations."""
-    soft = reminder.soft_prompt(adapter.dtype, adapter.device).detach()
-    checks = generation_checks(adapter, soft, cfg, reminder.interval, reminder.layer)
-    return calibrate(checks, reminder.detector.cpu(), reminder.aggregate, cfg.max_fpr)
 
 
 def recalibrate(folder: str | Path, adapter, command: str = "", check_end: bool = False) -> DetectorResult:
@@ -330,77 +157,6 @@ def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) ->
     return detectors, threshold, metrics
 
 
-@torch.inference_mode()
-def pair_features(adapter, pairs: list[Pair], soft: torch.Tensor, layer: int = -1,
-                  batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """(check [N, d], token [N, d]) float32 features, batched by similar length."""
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].partial))
-    check = torch.empty(len(pairs), adapter.hidden_size)
-    token = torch.empty(len(pairs), adapter.hidden_size)
-    with tqdm(total=len(pairs), desc="probe features", unit="pair", leave=False) as bar:
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            out = soft_batch(adapter, [pairs[j] for j in idx], soft, layer)
-            check[idx], token[idx] = out["check"].float().cpu(), out["token"].float().cpu()
-            bar.update(len(idx))
-    return check, token
-
-
-def fit_probe(x: np.ndarray, y: np.ndarray, n_components: int = 0, c: float = 0.1, seed: int = 0) -> Detector:
-    """Standardise (+ PCA to ``n_components``) + L2 logistic regression on ``x`` [N, d], as a torch Detector."""
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    if len(set(y.tolist())) < 2:
-        raise ValueError("the detector needs both harmful and benign examples")
-    scaler = StandardScaler().fit(x)
-    z = scaler.transform(x)
-    pca = PCA(n_components, random_state=seed).fit(z) if n_components else None
-    if pca is not None:
-        z = pca.transform(z)
-    clf = LogisticRegression(C=c, max_iter=2000).fit(z, y)
-    w, b = clf.coef_[0], float(clf.intercept_[0])
-    components = None
-    if pca is not None:  # PCA centres too: w·C(z - m) + b = w·Cz + (b - w·Cm)
-        b -= float(w @ pca.components_ @ pca.mean_)
-        components = torch.tensor(pca.components_, dtype=torch.float32)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    return Detector(torch.tensor(scaler.mean_, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
-                    torch.tensor(w, dtype=torch.float32), torch.tensor(b), components)
-
-
-def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.02) -> float:
-    """The threshold with the best TPR - FPR among those with FPR <= ``max_fpr`` (on validation scores).
-
-    It sits halfway between the chosen score and the next lower one, so that unseen scores near either side of the
-    gap are not decided by the validation set's exact values.
-    """
-    best, best_t = -1.0, float(np.max(p)) + 1e-6
-    for t in np.unique(p):
-        fpr = float(np.mean(p[y == 0] >= t)) if (y == 0).any() else 0.0
-        tpr = float(np.mean(p[y == 1] >= t)) if (y == 1).any() else 0.0
-        if fpr <= max_fpr and tpr - fpr > best:
-            best, best_t = tpr - fpr, float(t)
-    below = p[p < best_t]
-    return (best_t + float(below.max())) / 2 if below.size else best_t
-
-
-def scores_report(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
-    """AUROC and the confusion matrix at ``threshold``."""
-    from sklearn.metrics import roc_auc_score
-
-    pred = p >= threshold
-    return {"auroc": float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None, "n": int(len(y)),
-            "tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum()),
-            "tn": int((~pred & (y == 0)).sum()), "fn": int((~pred & (y == 1)).sum())}
-
-
-def probe_scores(detector: Detector, feats: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return detector(feats).numpy()
-
-
 def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     """Fit both probes through the initial soft prompt (or ``cfg.prompt_from``'s trained one, whose training record
     is kept), calibrate the threshold, save the reminder to ``cfg.out``."""
@@ -427,61 +183,22 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
     return DetectorResult(rem, metrics, folder)
 
 
-def eval_llava(adapter, detectors: dict[str, Detector], soft: torch.Tensor, cfg: DetectorConfig,
-               folder: Path = LLAVA_RESPONSES) -> dict:
-    """Development check: AUROC on real LLaVA-1.5 responses (labelled), read by this model; {} if absent."""
-    if not folder.is_dir():
-        return {}
-    rng = random.Random(cfg.seed)
-    out = {}
-    for path in sorted(folder.glob("*.json")):
-        recs = [r for r in load_responses(path) if r.safe is not None]
-        recs = rng.sample(recs, min(cfg.llava_per_file, len(recs)))
-        words = lambda s: " ".join(s.split()[:48])  # noqa: E731 - keep the forward short
-        pairs = [Pair(r.prompt, words(r.response), int(not r.safe)) for r in recs]
-        check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
-        y = np.array([p.unsafe for p in pairs])
-        out[path.stem] = {name: scores_report(probe_scores(detectors[name], f), y, 0.5)["auroc"]
-                          for name, f in (("check", check), ("token", token))} | {"n": len(pairs),
-                                                                               "unsafe": int(y.sum())}
-    return out
+HELP = {
+    "model": "default: embedded (with --calibrate-only: the reminder's own model)",
+    "c": "inverse L2 strengths to try (validation picks one)",
+    "aggregate": "gate: each check alone (last, the paper) or the mean log-odds of the checks so far",
+    "check_end": "also check an answer that ends between check points (with --calibrate-only: turn it on)",
+    "n_tokens": "vectors in the new soft prompt (ignored with --prompt-from, which keeps its prompt)",
+    "prompt_from": "read through this reminder's trained soft prompt (keeps it and its SAPT record)",
+    "eval_llava": "also report AUROC on ../shared llava15_responses",
+}
 
 
 def main(argv: list[str] | None = None) -> DetectorResult:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="default: embedded (with --calibrate-only: the reminder's own model)")
-    ap.add_argument("--out", default="checkpoints/embedded")
-    ap.add_argument("--layer", type=int, default=-1)
-    ap.add_argument("--n-components", type=int, default=0)
-    ap.add_argument("--c", type=float, nargs="+", default=list(DetectorConfig.c),
-                    help="inverse L2 strengths to try (validation picks one)")
-    ap.add_argument("--aggregate", choices=AGGREGATES, default=DetectorConfig.aggregate,
-                    help="gate: each check alone (last, the paper) or the mean log-odds of the checks so far")
-    ap.add_argument("--cuts", choices=CUTS, default=DetectorConfig.cuts,
-                    help="training partials: at the check points, or at random word boundaries")
-    ap.add_argument("--max-fpr", type=float, default=0.02, help="benign validation generations allowed to fire")
-    ap.add_argument("--max-new-tokens", type=int, default=96, help="tokens of the responses pairs are cut from")
-    ap.add_argument("--interval", type=int, default=16, help="check interval (stored and calibrated for)")
-    ap.add_argument("--check-end", action="store_true",
-                    help="also check an answer that ends between check points (with --calibrate-only: turn it on)")
-    ap.add_argument("--check-start", action="store_true",
-                    help="also check before the first token, on the prompt (and prefill) alone")
-    ap.add_argument("--openings", nargs="*", default=[], metavar="TEXT",
-                    help="extra assistant-turn openings for harmful training answers, e.g. 'Great question!'")
-    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
-                    help="images put in the user turn of extra training conversations (harmful and benign)")
-    ap.add_argument("--n-tokens", type=int, default=DEFAULT_TOKENS,
-                    help="vectors in the new soft prompt (ignored with --prompt-from, which keeps its prompt)")
-    ap.add_argument("--prompt-from", metavar="DIR",
-                    help="read through this reminder's trained soft prompt (keeps it and its SAPT record)")
-    ap.add_argument("--max-train", type=int, help="cap prompts per set in the train split")
-    ap.add_argument("--max-val", type=int)
-    ap.add_argument("--max-test", type=int)
-    ap.add_argument("--train-cuts", type=int, default=3, help="with --cuts random: partials per training response")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
-    ap.add_argument("--eval-llava", action="store_true", help="also report AUROC on ../shared llava15_responses")
+    add_config_args(ap, DetectorConfig, skip=("command", "max_per_split"), help=HELP, defaults={"model": None})
+    for split in ("train", "val", "test"):
+        ap.add_argument(f"--max-{split}", type=int, help=f"cap prompts per set in the {split} split")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="keep the reminder in --out and only choose its threshold again on the validation "
                          "generations (its own settings; the fitting options above are ignored, except "
@@ -495,18 +212,11 @@ def main(argv: list[str] | None = None) -> DetectorResult:
             ap.error(str(err))
         print(json.dumps(result.metrics, indent=2))
         return result
-    caps = {s: v for s, v in (("train", a.max_train), ("val", a.max_val), ("test", a.max_test)) if v is not None}
-    cfg = DetectorConfig(a.model or "embedded", a.out, a.layer, a.n_components, tuple(a.c), a.max_fpr, a.aggregate,
-                         a.cuts, max_new_tokens=a.max_new_tokens,
-                         interval=a.interval, check_start=a.check_start, check_end=a.check_end, max_per_split=caps,
-                         train_cuts=a.train_cuts, batch_size=a.batch_size, seed=a.seed, cache=a.cache,
-                         eval_llava=a.eval_llava, openings=tuple(a.openings), prompt_from=a.prompt_from,
-                         images=tuple(a.images), n_tokens=a.n_tokens)
-    cfg.command = command
+    caps = {s: v for s in ("train", "val", "test") if (v := getattr(a, f"max_{s}")) is not None}
+    cfg = config_from_args(DetectorConfig, a, model=a.model or "embedded", max_per_split=caps, command=command)
     result = run(cfg)
     print(json.dumps(result.metrics, indent=2))
     return result
-
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from PIL import Image
@@ -36,7 +36,8 @@ from reminder.judges import is_refusal
 from reminder.paths import reminder_home
 
 AFFIRMATIVE_PREFILL = "Sure, here is"
-CUTS = ("checks", "random")  # where responses are cut: at guarded generation's check points, or at a random word
+Cut = Literal["checks", "random"]  # where responses are cut: at guarded generation's check points, or at a random word
+CUTS: tuple[str, ...] = get_args(Cut)
 
 
 @dataclass
@@ -211,9 +212,9 @@ def soft_batch(adapter, pairs: list[Pair], soft: torch.Tensor, layer: int = -1,
     labels = torch.full((len(rows), width), -100, dtype=torch.long, device=adapter.device)
     for i, (r, t) in enumerate(zip(rows, tails, strict=True)):
         filler = torch.full((width - len(r) - n - len(t),), pad, dtype=torch.long, device=adapter.device)
-        tail = adapter.embed(torch.cat([t, filler])[None])[0]
-        embeds.append(torch.cat([r.embeds[0], soft[0].to(adapter.dtype), tail]))
-        positions.append(torch.cat([r.positions, adapter.positions(r.next_position, width - len(r))], dim=-1))
+        row_embeds, row_positions = adapter.extend(r, soft, torch.cat([t, filler])[None])
+        embeds.append(row_embeds[0])
+        positions.append(row_positions)
         labels[i, len(r) + n - 1:len(r) + n - 1 + len(t)] = t  # logits at position j predict token j + 1
     last, hid = adapter.forward(torch.stack(embeds), torch.cat(positions, dim=-2), None, layer)
     idx = torch.arange(len(rows), device=adapter.device)

