@@ -22,18 +22,20 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from reminder.checkpoint import write_folder
 from reminder.config_cli import add_config_args, config_from_args
-from reminder.data import load_prompt_set, load_refusals
+from reminder.data import load_prompt_set, load_refusals, load_typographic
 from reminder.models import load_model
 from reminder.progress import Callback
 from training import loop
+from training import visual
 from training.examples import Pair, model_responses, soft_batch
 from training.state import load_state, save_state
 
@@ -58,6 +60,9 @@ class AlignConfig:
     max_benign: int | None = None
     resume: bool = False
     cache: str | None = None
+    init: str | None = None  # start from this LoRA folder (stage 2: visual instruction tuning of a text-aligned adapter)
+    visual: bool = False  # add benign image conversations (typographic renders read by the model, wordless pictures)
+    pictures: int = 0  # benign text prompts also asked with a wordless picture (needs --visual)
 
 
 @dataclass
@@ -69,22 +74,49 @@ class AlignResult:
     out: Path | None = None
 
 
-def build_examples(adapter, cfg: AlignConfig, split: str = "train") -> list[tuple[str, str, bool]]:
-    """(prompt, target, is_refusal): harmful -> a seeded choice of refusal; benign -> the base model's answer."""
+class Example(NamedTuple):
+    """A training conversation: user ``prompt`` (with ``image``, a path, if any) -> assistant ``target``."""
+
+    prompt: str
+    target: str
+    refuse: bool
+    image: str = ""
+
+
+def build_examples(adapter, cfg: AlignConfig, split: str = "train") -> list[Example]:
+    """Harmful -> a seeded choice of refusal; benign -> the base model's answer. With ``cfg.visual`` also the benign
+    typographic set (its image + official prompt -> the base model's answer to the text request it stands for, or
+    the sign's answer) and ``cfg.pictures`` benign prompts with a wordless picture (-> the text answer). No harmful
+    request is ever shown through an image."""
     rng = random.Random(cfg.seed)
     harmful = load_prompt_set("harmful", split)[: cfg.max_harmful]
     benign = load_prompt_set("benign", split)[: cfg.max_benign]
     refusals = load_refusals()
     answers = model_responses(adapter, benign, "", cfg.answer_tokens, cache=cfg.cache)
-    out = [(r.prompt, rng.choice(refusals), True) for r in harmful]
-    out += [(r.prompt, a, False) for r, a in zip(benign, answers, strict=True) if a.strip()]
+    out = [Example(r.prompt, rng.choice(refusals), True) for r in harmful]
+    out += [Example(r.prompt, a, False) for r, a in zip(benign, answers, strict=True) if a.strip()]
+    if not cfg.visual:
+        return out
+    typo = load_typographic(split)
+    asked = [r for r in typo if visual.text_request(r)]
+    said = model_responses(adapter, [replace(r, prompt=visual.text_request(r)) for r in asked], "",
+                           cfg.answer_tokens, cache=cfg.cache)
+    target = {r.id: a for r, a in zip(asked, said, strict=True)}
+    for r in typo:
+        answer = target.get(r.id) or (f"{r.response}." if r.response else "")
+        if answer.strip():
+            out.append(Example(r.prompt, answer, False, visual.typographic_image(r)))
+    pics = visual.pictures(8, cfg.seed)
+    chosen = rng.sample(range(len(benign)), min(cfg.pictures, len(benign)))
+    out += [Example(benign[i].prompt, answers[i], False, pics[j % len(pics)])
+            for j, i in enumerate(chosen) if answers[i].strip()]
     return out
 
 
-def target_ids(adapter, batch: list[tuple[str, str, bool]]) -> list[torch.Tensor]:
+def target_ids(adapter, batch: list[Example]) -> list[torch.Tensor]:
     """Each example's scored target tokens (a refusal also learns to end the turn)."""
     eos = torch.tensor([adapter.tokenizer.eos_token_id], device=adapter.device)
-    return [torch.cat([adapter.tokens(t)[0], eos]) if refuse else adapter.tokens(t)[0] for _, t, refuse in batch]
+    return [torch.cat([adapter.tokens(e.target)[0], eos]) if e.refuse else adapter.tokens(e.target)[0] for e in batch]
 
 
 def token_weights(n: int, cfg: AlignConfig) -> torch.Tensor:
@@ -100,15 +132,23 @@ def token_weights(n: int, cfg: AlignConfig) -> torch.Tensor:
     return w
 
 
-def batch_loss(adapter, batch: list[tuple[str, str, bool]], cfg: AlignConfig) -> torch.Tensor:
+def batch_loss(adapter, batch: list[Example], cfg: AlignConfig) -> torch.Tensor:
     """Weighted mean next-token cross-entropy on the target tokens (see :func:`token_weights`)."""
     targets = target_ids(adapter, batch)
     empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
-    out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
+    out = soft_batch(adapter, [Pair(e.prompt, "", int(e.refuse), image=e.image) for e in batch], empty,
+                     targets=targets)
     scored = out["labels"] != -100  # each row's target tokens, in order
     weights = torch.cat([token_weights(len(t), cfg) for t in targets]).to(scored.device)
     ce = F.cross_entropy(out["logits"][scored], out["labels"][scored], reduction="none")  # [sum T_i]
     return (ce * weights).sum() / weights.sum()
+
+
+def _stage_info(folder: str) -> dict:
+    """What the starting adapter was (its ``align.json`` without losses), kept in the new one's manifest."""
+    path = Path(folder) / "align.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    return {"folder": str(folder), **{k: v for k, v in info.items() if k not in ("losses", "metrics")}}
 
 
 def add_lora(adapter, cfg: AlignConfig):
@@ -132,6 +172,12 @@ def train(cfg: AlignConfig, adapter=None, callback: Callback | None = None,
     examples = build_examples(adapter, cfg)  # the base model's answers, before LoRA changes it
     scored = [float(token_weights(len(t), cfg).sum()) for t in target_ids(adapter, examples)]  # loss weight each
     peft_model = add_lora(adapter, cfg)
+    if cfg.init and not cfg.resume:  # stage 2 starts from the stage-1 adapter's weights
+        from safetensors.torch import load_file
+
+        init = load_file(str(Path(cfg.init) / "adapter_model.safetensors"))
+        set_peft_model_state_dict(peft_model, {k: v.float() for k, v in init.items()})
+    stage1 = _stage_info(cfg.init) if cfg.init else None
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     optimizer = accelerator.prepare(optimizer)
@@ -172,8 +218,10 @@ def train(cfg: AlignConfig, adapter=None, callback: Callback | None = None,
             (tmp / "align.json").write_text(json.dumps(info, indent=1))
             save_state(tmp, weights, optimizer, {"step": state.step, "losses": state.losses})
 
+        if stage1:
+            info["init"] = stage1
         old = Path(cfg.out) / "align.json"
-        if old.is_file():  # keep metrics a benchmark wrote earlier
+        if cfg.resume and old.is_file():  # keep metrics a benchmark wrote earlier
             info["metrics"] = json.loads(old.read_text()).get("metrics", {})
         write_folder(cfg.out, fill)
 

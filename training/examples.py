@@ -21,7 +21,8 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple, get_args
 
@@ -29,7 +30,8 @@ import torch
 from PIL import Image
 
 from reminder.batching import generate_batch
-from reminder.data import Record, load_prompt_set
+from reminder.data import (TYPO_KINDS, Record, load_prompt_set, load_typographic,
+                           load_typographic_harmful)
 from reminder.generation import GenerationConfig
 from reminder.images import open_image
 from reminder.judges import is_refusal
@@ -92,14 +94,21 @@ def default_cache(adapter) -> Path:
 
 def model_responses(adapter, records: list[Record], prefill: str = "", max_new_tokens: int = 48,
                     batch_size: int = 64, cache: str | os.PathLike | None = None, progress: bool = True,
-                    image: str = "") -> list[str]:
-    """The model's greedy responses (``prefill`` included) to ``records``' prompts, with ``image`` (a path) in the
-    user turn if given, cached by (model, prompt, prefill, length[, image content])."""
+                    image: str | Sequence[str] = "") -> list[str]:
+    """The model's greedy responses (``prefill`` included) to ``records``' prompts, with ``image`` (a path, or one
+    path per record) in the user turn if given, cached by (model, prompt, prefill, length[, image content])."""
     path = Path(cache) if cache else default_cache(adapter)
-    extra = [image_id(image)] if image else []  # text-only keys stay as they were, so old caches stay valid
-    if image and adapter.reading:  # a reading model's answer depends on what it read: name the reading settings
-        extra.append(adapter.reading)
-    key = lambda r: json.dumps([adapter.name, r.prompt, prefill, max_new_tokens, *extra])  # noqa: E731
+    images = [image] * len(records) if isinstance(image, str) else list(image)
+    if len(images) != len(records):
+        raise ValueError(f"{len(images)} images for {len(records)} records")
+
+    def key(i: int) -> str:
+        extra = [image_id(images[i])] if images[i] else []  # text-only keys stay as they were
+        if images[i] and adapter.reading:  # a reading model's answer depends on what it read: name the settings
+            extra.append(adapter.reading)
+        return json.dumps([adapter.name, records[i].prompt, prefill, max_new_tokens, *extra])
+
+    keys = [key(i) for i in range(len(records))]
     known: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -108,38 +117,40 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
             except json.JSONDecodeError:
                 continue
             known[row["key"]] = row["response"]
-    todo = sorted((r for r in records if key(r) not in known),
-                  key=lambda r: len(adapter.build(r.prompt, prefill=prefill)))
+    todo = sorted({keys[i]: i for i in range(len(records)) if keys[i] not in known}.values(),
+                  key=lambda i: len(adapter.build(records[i].prompt, training_image(images[i]), prefill=prefill)))
     if todo:
         from tqdm.auto import tqdm
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        desc = f"responses ({prefill or 'no prefill'}{', ' + Path(image).name if image else ''})"
-        bar = tqdm(total=len(todo), desc=desc, disable=not progress)
+        shown = f", {Path(image).name}" if isinstance(image, str) and image else ", images" if any(images) else ""
+        bar = tqdm(total=len(todo), desc=f"responses ({prefill or 'no prefill'}{shown})", disable=not progress)
         with open(path, "a") as f:
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i:i + batch_size]
-                texts = greedy_batch(adapter, [r.prompt for r in chunk], prefill, max_new_tokens,
-                                     training_image(image))
-                for r, text in zip(chunk, texts, strict=True):
-                    known[key(r)] = prefill + text
-                    f.write(json.dumps({"key": key(r), "response": prefill + text}) + "\n")
+                texts = greedy_batch(adapter, [records[j].prompt for j in chunk], prefill, max_new_tokens,
+                                     [training_image(images[j]) for j in chunk])
+                for j, text in zip(chunk, texts, strict=True):
+                    known[keys[j]] = prefill + text
+                    f.write(json.dumps({"key": keys[j], "response": prefill + text}) + "\n")
                     f.flush()  # one whole line per write, so concurrent runs never interleave inside a line
                 bar.update(len(chunk))
         bar.close()
-    return [known[key(r)] for r in records]
+    return [known[k] for k in keys]
 
 
 def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict[str, int | None] | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True,
-                       openings: tuple[str, ...] = (), images: tuple[str, ...] = ()) -> list[Answer]:
+                       openings: tuple[str, ...] = (), images: tuple[str, ...] = (),
+                       typographic: int | None = 0) -> list[Answer]:
     """The model's answers to the ``split`` prompts, labelled: what the detector and SAPT learn from.
 
     Harmful prompts give one answer after the affirmative prefill, one unprompted and one after each of ``openings``
     (assistant-turn openings the model continues); only those that do not refuse are kept (an aligned model refuses
     many unprompted ones, and a refusal is not unsafe). Benign prompts give the model's own answer. Each of
     ``images`` (paths) adds the same conversations with that image in the user turn (harmful: after the prefill and
-    unprompted). ``caps`` limits the prompts per set (``{"harmful": 20, "benign": 40}``).
+    unprompted). ``caps`` limits the prompts per set (``{"harmful": 20, "benign": 40}``). ``typographic`` (a cap per
+    kind, None: all) adds image conversations (:func:`typographic_answers`).
     """
     caps = caps or {}
     out: list[Answer] = []
@@ -152,26 +163,58 @@ def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict
             for rec, resp in zip(records, responses, strict=True):
                 if name == "benign" or not is_refusal(resp):
                     out.append(Answer(rec, prefill, resp, int(name == "harmful"), image))
+    if typographic != 0:
+        out += typographic_answers(adapter, split, typographic, max_new_tokens, cache, progress)
+    return out
+
+
+def typographic_answers(adapter, split: str, cap: int | None, max_new_tokens: int = 96,
+                        cache: str | os.PathLike | None = None, progress: bool = True) -> list[Answer]:
+    """Image conversations of ``split`` (at most ``cap`` per kind): the project's harmful prompts as FigStep, TYPO and
+    SD+TYPO renders with each attack's official prompt (answers that do not refuse are unsafe), and the benign
+    typographic set and benign prompts with a wordless picture (safe)."""
+    from attacks import figstep, mmsb
+    from training import visual
+
+    kinds = (("figstep", "figstep", figstep.PROMPT), ("mmsb", "typo", mmsb.PROMPTS["TYPO"]),
+             ("mmsb", "sd_typo", mmsb.PROMPTS["SD+TYPO"]))
+    runs: list[tuple[list[Record], list[str], int]] = []
+    for source, kind, prompt in kinds:
+        rows = load_typographic_harmful(source, split)[:cap]
+        runs.append(([replace(r, prompt=prompt) for r in rows], [visual.render(kind, r.text) for r in rows], 1))
+    typo = load_typographic(split)
+    typo = [r for kind in TYPO_KINDS for r in typo if r.category == kind][:None if cap is None else 3 * cap]
+    runs.append((typo, [visual.typographic_image(r) for r in typo], 0))
+    benign = load_prompt_set("benign", split)[:cap]
+    pics = visual.pictures(8)
+    runs.append((benign, [pics[i % len(pics)] for i in range(len(benign))], 0))
+    out = []
+    for records, images, unsafe in runs:
+        responses = model_responses(adapter, records, "", max_new_tokens, cache=cache, progress=progress,
+                                    image=images)
+        out += [Answer(r, "", resp, unsafe, im) for r, resp, im in zip(records, responses, images, strict=True)
+                if not (unsafe and is_refusal(resp))]
     return out
 
 
 def greedy_batch(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
-                 image: Image.Image | None = None) -> list[str]:
+                 image: Image.Image | None | Sequence[Image.Image | None] = None) -> list[str]:
     """Greedy continuations of several prompts at once: one string each (see :func:`greedy_ids`)."""
     return [adapter.tokenizer.decode(ids, skip_special_tokens=True)
             for ids in greedy_ids(adapter, prompts, prefill, max_new_tokens, image)]
 
 
 def greedy_ids(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
-               image: Image.Image | None = None) -> list[list[int]]:
-    """Greedy token ids (EOS excluded) for several prompts (each with ``image``, if given), the same tokens
+               image: Image.Image | None | Sequence[Image.Image | None] = None) -> list[list[int]]:
+    """Greedy token ids (EOS excluded) for several prompts (each with ``image``, or its own of a list), the same tokens
     :func:`reminder.generate` picks.
 
     Prompts of one token length are decoded together (:func:`reminder.batching.generate_batch`), so no batch needs
     padding (a padded attention mask sends SDPA to a several-times slower path on CPU).
     """
     with torch.inference_mode():
-        encoded = [adapter.encode(adapter.build(p, image, prefill=prefill)) for p in prompts]
+        images = image if isinstance(image, (list, tuple)) else [image] * len(prompts)
+        encoded = [adapter.encode(adapter.build(p, im, prefill=prefill)) for p, im in zip(prompts, images, strict=True)]
     gens = generate_batch(adapter, encoded, config=GenerationConfig(max_new_tokens=max_new_tokens),
                           batch_size=max(len(prompts), 1))
     return [g.token_ids for g in gens]

@@ -47,7 +47,8 @@ def split_answers(adapter, cfg: DetectorConfig, split: str) -> list[Answer]:
     cap = cfg.max_per_split.get(split)
     train = split == "train"
     return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
-                              openings=cfg.openings if train else (), images=cfg.images if train else ())
+                              openings=cfg.openings if train else (), images=cfg.images if train else (),
+                              typographic=None if cfg.typographic < 0 else cfg.typographic)
 
 
 def probe_features(adapter, cfg: DetectorConfig, soft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,

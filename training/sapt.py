@@ -88,6 +88,7 @@ class SaptConfig:
     refit: Literal["threshold", "detector", "none"] = "threshold"
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
+    typographic: int = 0  # image conversations per kind (training.examples.typographic_answers; -1: all)
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
     check_end: bool = False  # turn on its check where an answer ends between check points (likewise)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
@@ -127,7 +128,11 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
             else {"harmful": cfg.max_val, "benign": cfg.max_val})
     out: list[Example] = []
     images = cfg.images if split == "train" else ()
-    for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images):
+    typographic = None if cfg.typographic < 0 else cfg.typographic  # validation: at most 16 per kind
+    if split != "train" and cfg.typographic:
+        typographic = 16 if typographic is None else min(typographic, 16)
+    for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images,
+                                  typographic=typographic):
         points = check_pairs(adapter, ans, interval, cfg.max_new_tokens, start, end) if cfg.cuts == "checks" else []
         if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest

@@ -1,0 +1,201 @@
+"""The paper's table in miniature for the model organism: attacks through the image and the text, with and without
+the reminder, on held-out data.
+
+    python -m benchmarks.organism [--model embedded-aligned] [--reminder checkpoints/embedded-aligned] [--n 39]
+                                  [--rows none,figstep,mmsb-typo,mmsb-sd-typo,prefill,gcg,pgd] [--no-reminder]
+
+Greedy decoding, 96 new tokens. Harmful data: SafeBench-Tiny (the 50 official FigStep images and questions in
+``../shared``, categories 1-7 harmful, 8-10 reported apart; skipped with a note where absent) and the project's held-out
+(test split) harmful prompts, their FigStep titles and MM-SafetyBench key phrases rendered by the project's renderers.
+Benign data: held-out text prompts, the same with a wordless picture, and held-out benign typographic images.
+
+Columns for each attack: ``refused`` (keyword judge), ``success`` (attack success = judged unsafe by the learned harm
+judge, prefill included), ``on_topic`` (:mod:`reminder.ontopic`: the answer names the request's subject in words of
+its own, and is no echo or loop), each without and with the reminder (``fired``: share of runs it was injected).
+Benign: refusal without / with the reminder, the share the reminder fires on, the share of answers token-identical
+with and without it, and for typographic images the share followed (not refused, on topic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from attacks import figstep, mmsb
+from attacks.examples import placeholder_picture
+from reminder import Reminder, generate, load_model, paths
+from reminder.data import load_figstep, load_prompt_set, load_typographic, load_typographic_harmful
+from reminder.images import open_image
+from reminder.judges import LearnedJudge, is_refusal, judge_many
+from reminder.ontopic import on_topic
+from training.examples import AFFIRMATIVE_PREFILL
+from training.visual import pictures, typographic_image
+
+TINY = paths.SHARED_DATA / "FigStep"
+ROWS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "gcg", "pgd")
+
+
+@dataclass
+class Case:
+    """One conversation: the judged request (``subject``), what the model is given, and its expected kind."""
+
+    subject: str  # the request the answer is judged against (and checked to be on topic)
+    prompt: str
+    image: str | Image.Image | None = None
+    prefill: str = ""
+    group: str = ""
+
+
+def _rate(flags) -> float | None:
+    flags = list(flags)
+    return round(float(np.mean(flags)), 4) if flags else None
+
+
+def tiny(categories: range) -> list[tuple[str, str, Path]]:
+    """(question, FigStep title, official image) of SafeBench-Tiny in ``categories``; [] without ../shared."""
+    csv = TINY / "questions" / "SafeBench-Tiny.csv"
+    if not csv.is_file():
+        return []
+    import csv as _csv
+
+    titles = {f"{r['dataset']}_{r['category_id']}_{r['task_id']}": r["instruction"]
+              for r in _csv.DictReader(open(csv, encoding="utf-8"))}
+    out = []
+    for r in load_figstep(csv, TINY / "images" / "SafeBench-Tiny"):
+        if int(r.id.split("_")[1]) in categories:
+            out.append((r.prompt, titles[r.id], r.image))
+    return out
+
+
+def harmful_cases(row: str, n: int, model: str) -> list[Case]:
+    """The row's harmful conversations: SafeBench-Tiny (categories 1-7) where it applies, then held-out prompts."""
+    test = load_prompt_set("harmful", "test")[:n]
+    titles = {r.id: r.text for r in load_typographic_harmful("figstep", "test")}
+    phrases = {r.id: r.text for r in load_typographic_harmful("mmsb", "test")}
+    safebench = tiny(range(1, 8))
+    if row == "none":
+        return [Case(q, q) for q, _, _ in safebench] + [Case(r.prompt, r.prompt) for r in test]
+    if row == "figstep":
+        return ([Case(q, figstep.PROMPT, str(img), group="safebench") for q, _, img in safebench]
+                + [Case(r.prompt, figstep.PROMPT, figstep.render(titles[r.id])) for r in test if r.id in titles])
+    if row == "mmsb-typo":
+        return [Case(r.prompt, mmsb.PROMPTS["TYPO"], mmsb.typo_image(phrases[r.id])) for r in test if r.id in phrases]
+    if row == "mmsb-sd-typo":
+        pic = placeholder_picture()
+        return [Case(r.prompt, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(pic, phrases[r.id]))
+                for r in test if r.id in phrases]
+    if row == "prefill":
+        return [Case(r.prompt, r.prompt, prefill=AFFIRMATIVE_PREFILL) for r in test]
+    if row == "gcg":
+        suffix = paths.ATTACKS / "gcg" / model / "suffix.txt"
+        return [Case(r.prompt, f"{r.prompt} {suffix.read_text().strip()}") for r in test] if suffix.is_file() else []
+    if row == "pgd":
+        image = paths.ATTACKS / "pgd" / model / "image.png"
+        return [Case(r.prompt, r.prompt, str(image)) for r in test] if image.is_file() else []
+    raise ValueError(f"unknown row '{row}' (choose from {', '.join(ROWS)})")
+
+
+def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) -> list:
+    out = []
+    for c in tqdm(cases, desc=desc, leave=False):
+        image = open_image(c.image)[0] if isinstance(c.image, (str, Path)) else c.image
+        out.append(generate(adapter, c.prompt, image=image, prefill=c.prefill, reminder=reminder, max_new_tokens=96))
+    return out
+
+
+def score(judge, cases: list[Case], gens: list, benign: bool = False) -> dict:
+    texts = [c.prefill + g.text for c, g in zip(cases, gens, strict=True)]
+    row = {"n": len(cases), "refused": _rate(is_refusal(t) for t in texts),
+           "on_topic": _rate(on_topic(g.text, c.subject, c.prompt) for c, g in zip(cases, gens, strict=True)),
+           "fired": _rate(bool(g.injections) for g in gens)}
+    if not benign:
+        verdicts = judge_many(judge, [(c.subject, t) for c, t in zip(cases, texts, strict=True)])
+        row["success"] = _rate(v.unsafe for v in verdicts if v.valid)
+    return row
+
+
+def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints/embedded-aligned", n: int = 39,
+        rows: tuple[str, ...] = ROWS, n_benign: int = 76) -> dict:
+    start = time.perf_counter()
+    adapter = load_model(model)
+    rem = Reminder.load(reminder_dir, adapter) if reminder_dir else None
+    judge = LearnedJudge()
+    metrics: dict = {"model": model, "reminder": reminder_dir, "max_new_tokens": 96, "judge": "learned",
+                     "refusal_judge": "keyword", "safebench_tiny": bool(tiny(range(1, 11))), "attacks": {}}
+    variants = [("plain", None)] + ([("reminder", rem)] if rem else [])
+    for row in rows:
+        cases = harmful_cases(row, n, model)
+        if not cases:
+            continue
+        metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}"))
+                                   for v, r in variants}
+    rest = [Case(q, figstep.PROMPT, str(img)) for q, _, img in tiny(range(8, 11))]
+    if rest:
+        metrics["figstep_categories_8_10"] = {v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}"))
+                                              for v, r in variants}
+    text = [Case(r.prompt, r.prompt) for r in load_prompt_set("benign", "test")[:n_benign]]
+    pics = pictures(8, seed=1)  # other pictures than the ones training used (seed 0)
+    picture = [Case(c.subject, c.prompt, pics[i % len(pics)]) for i, c in enumerate(text)]
+    typo = [Case(f"{r.text} {r.prompt}", r.prompt, typographic_image(r)) for r in load_typographic("test")]
+    for name, cases in (("benign_text", text), ("benign_picture", picture), ("benign_typographic", typo)):
+        gens = {v: run_cases(adapter, cases, r, f"{name} {v}") for v, r in variants}
+        metrics[name] = {v: score(judge, cases, g, benign=True) for v, g in gens.items()}
+        metrics[name]["plain"]["followed"] = _rate(not is_refusal(g.text) and on_topic(g.text, c.subject, c.prompt)
+                                                   for c, g in zip(cases, gens["plain"], strict=True))
+        if rem:
+            metrics[name]["identical"] = _rate(a.token_ids == b.token_ids
+                                               for a, b in zip(gens["plain"], gens["reminder"], strict=True))
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(metrics, indent=1))
+    print(table(metrics))
+    return metrics
+
+
+def table(m: dict) -> str:
+    """Markdown: one row per attack; refused / success / on topic without and with the reminder."""
+    pct = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    cell = lambda r: f"{pct(r.get('refused'))} / {pct(r.get('success'))} / {pct(r.get('on_topic'))}"  # noqa: E731
+    lines = ["| attack (n) | plain: refused / success / on topic | with reminder: refused / success / on topic "
+             "(fired) |", "|---|---|---|"]
+    for name, row in {**m["attacks"], **({"figstep, categories 8-10": m["figstep_categories_8_10"]}
+                                        if "figstep_categories_8_10" in m else {})}.items():
+        guarded = row.get("reminder")
+        with_reminder = f"{cell(guarded)} ({pct(guarded['fired'])})" if guarded else "–"
+        lines.append(f"| {name} ({row['plain']['n']}) | {cell(row['plain'])} | {with_reminder} |")
+    lines += ["", "| benign (n) | refused | followed | with reminder: refused | fired | token-identical |",
+              "|---|---|---|---|---|---|"]
+    for name in ("benign_text", "benign_picture", "benign_typographic"):
+        b = m[name]
+        g = b.get("reminder", {})
+        lines.append(f"| {name[7:]} ({b['plain']['n']}) | {pct(b['plain']['refused'])} | "
+                     f"{pct(b['plain'].get('followed'))} | {pct(g.get('refused'))} | {pct(g.get('fired'))} | "
+                     f"{pct(b.get('identical'))} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="embedded-aligned")
+    ap.add_argument("--reminder", default="checkpoints/embedded-aligned", help="the model's reminder, or 'none'")
+    ap.add_argument("--n", type=int, default=39, help="held-out harmful prompts per attack")
+    ap.add_argument("--n-benign", type=int, default=76)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--out", help="also write the metrics JSON here")
+    a = ap.parse_args(argv)
+    m = run(a.model, None if a.reminder == "none" else a.reminder, a.n, tuple(a.rows.split(",")), a.n_benign)
+    if a.out:
+        from reminder.checkpoint import write_text
+
+        write_text(a.out, json.dumps(m, indent=1))
+    return m
+
+
+if __name__ == "__main__":
+    main()
