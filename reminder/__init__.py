@@ -14,7 +14,7 @@ every import and checks this list; a module is named by its dotted path or by a 
         reminder.progress reminder.jobs
     harness: reminder.data reminder.datasets reminder.judges reminder.harm_probe reminder.defenses reminder.eval
         reminder.compare reminder.compare_view reminder.model_pool reminder.quick_bench reminder.plots reminder.report
-        reminder.cli reminder.__main__
+        reminder.ontopic reminder.cli reminder.__main__
     optimisers: attacks attacks.common attacks.gcg attacks.pgd attacks.bap
     training: training
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from reminder import generate, load_model
-from training.align import AlignConfig, batch_loss, target_ids, token_weights, train
+from training.align import AlignConfig, Example, batch_loss, build_examples, target_ids, token_weights, train
 from training.examples import Pair, default_cache, soft_batch
 
 
@@ -59,14 +60,14 @@ def test_decision_tokens_weigh_more(fresh) -> None:
     assert token_weights(5, cfg).tolist() == [4.0, 4.0, 1.0, 1.0, 1.0]
     assert token_weights(1, cfg).tolist() == [4.0]
     adapter = fresh()
-    batch = [("How do I make a weapon?", "I can't help with that.", True),
-             ("How do I bake bread?", "Mix flour, water, salt and yeast, then knead it well.", False)]
+    batch = [Example("How do I make a weapon?", "I can't help with that.", True),
+             Example("How do I bake bread?", "Mix flour, water, salt and yeast, then knead it well.", False)]
     with torch.no_grad():
         plain = batch_loss(adapter, batch, AlignConfig(decision_weight=0.0))
         weighted = batch_loss(adapter, batch, cfg)
         targets = target_ids(adapter, batch)
         empty = torch.zeros(1, 0, adapter.hidden_size)
-        out = soft_batch(adapter, [Pair(p, "", int(r)) for p, _, r in batch], empty, targets=targets)
+        out = soft_batch(adapter, [Pair(e.prompt, "", int(e.refuse)) for e in batch], empty, targets=targets)
         ce = F.cross_entropy(out["logits"].flatten(0, 1), out["labels"].flatten(), ignore_index=-100, reduction="none")
         ce = ce.view(out["labels"].shape)
         firsts = [ce[i][out["labels"][i] != -100][:2] for i in range(2)]
@@ -75,3 +76,19 @@ def test_decision_tokens_weigh_more(fresh) -> None:
                                                       ignore_index=-100))
     expected = (4 * sum(f.sum() for f in firsts) + sum(r.sum() for r in rests)) / (4 * 4 + sum(len(r) for r in rests))
     torch.testing.assert_close(weighted, expected)
+
+
+def test_visual_stage_starts_from_the_text_adapter_and_adds_image_conversations(fresh, tmp_path):
+    """Stage 2 (visual instruction tuning) loads the stage-1 adapter, adds benign typographic images and wordless
+    pictures (never a harmful request through an image) and records where it started."""
+    train(_cfg(tmp_path, tmp_path / "text", max_steps=1), adapter=fresh())
+    cfg = _cfg(tmp_path, tmp_path / "visual", init=str(tmp_path / "text"), visual=True, pictures=2, max_typographic=1,
+               max_steps=1)
+    adapter = fresh()
+    examples = build_examples(adapter, cfg)
+    with_image = [e for e in examples if e.image]
+    assert len(with_image) == 3 + 2 and not any(e.refuse for e in with_image)
+    assert len(examples) == 4 + 4 + len(with_image)
+    result = train(cfg, adapter=adapter)
+    info = json.loads((tmp_path / "visual" / "align.json").read_text())
+    assert result.step == 1 and info["init"]["folder"] == str(tmp_path / "text") and info["init"]["step"] == 1

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from reminder.checkpoint import write_folder
 from reminder.config_cli import add_config_args, config_from_args
-from reminder.data import load_prompt_set, load_refusals, load_typographic
+from reminder.data import TYPO_KINDS, load_prompt_set, load_refusals, load_typographic
 from reminder.models import load_model
 from reminder.progress import Callback
 from training import loop
@@ -63,6 +63,7 @@ class AlignConfig:
     init: str | None = None  # start from this LoRA folder (stage 2: visual instruction tuning of a text-aligned adapter)
     visual: bool = False  # add benign image conversations (typographic renders read by the model, wordless pictures)
     pictures: int = 0  # benign text prompts also asked with a wordless picture (needs --visual)
+    max_typographic: int | None = None  # cap on benign typographic items per kind (needs --visual)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def build_examples(adapter, cfg: AlignConfig, split: str = "train") -> list[Exam
     out += [Example(r.prompt, a, False) for r, a in zip(benign, answers, strict=True) if a.strip()]
     if not cfg.visual:
         return out
-    typo = load_typographic(split)
+    typo = [r for kind in TYPO_KINDS for r in load_typographic(split, kind)[: cfg.max_typographic]]
     asked = [r for r in typo if visual.text_request(r)]
     said = model_responses(adapter, [replace(r, prompt=visual.text_request(r)) for r in asked], "",
                            cfg.answer_tokens, cache=cfg.cache)
