@@ -11,16 +11,15 @@ from .checkpoint import Reminder, ReminderError
 from .generation import CheckEvent, Generation, GenerationConfig, TokenEvent, check_prompt, stream
 from .images import ImageError, open_image
 from .models import DEFAULT_MODEL, ModelNotFound, Prompt, load_model
-from .paths import shipped
+from .paths import reminder_arg, shipped
 from .scoring import score_response
 
 USER_ERRORS = (ReminderError, ModelNotFound, ImageError, ValueError, FileNotFoundError, json.JSONDecodeError)
 
 
-def _reminder(arg: str | None, adapter) -> Reminder | None:
-    if arg is None or arg.lower() == "none":
-        return None
-    return Reminder.load(shipped(arg), adapter)
+def _reminder(arg: str | None, model: str, adapter) -> Reminder | None:
+    folder = reminder_arg(arg, model)
+    return Reminder.load(folder, adapter) if folder is not None else None
 
 
 def _request(adapter, req: dict, base: Path, max_new_tokens: int):
@@ -49,7 +48,7 @@ def cmd_generate(args) -> int:
     if not args.input and not args.prompt.strip():
         raise ValueError("empty prompt")
     adapter = load_model(args.model)
-    reminder = _reminder(args.reminder, adapter)
+    reminder = _reminder(args.reminder, args.model, adapter)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, interval=args.interval, threshold=args.threshold,
                            seed=args.seed, do_sample=args.sample, mode=args.mode)
     if args.input:
@@ -149,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt")
     g.add_argument("--image")
     g.add_argument("--prefill", default="", help="start the assistant turn with this text (prefill attack)")
-    g.add_argument("--reminder", help="reminder folder (checkpoints/embedded: the shipped one), or 'none'")
+    g.add_argument("--reminder", help="reminder folder, or 'none' (default: the model's shipped reminder, if any)")
     g.add_argument("--interval", type=int)
     g.add_argument("--threshold", type=float)
     g.add_argument("--max-new-tokens", type=int, default=128)

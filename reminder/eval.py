@@ -38,7 +38,7 @@ from .defenses import get_defense
 from .generation import Generation, GenerationConfig
 from .judges import JudgeUnavailable, get_judge
 from .models import DEFAULT_MODEL, ModelNotFound, Prompt, VLMAdapter, load_model
-from .paths import shipped
+from .paths import reminder_arg, shipped
 from .progress import Callback, Progress, stopped
 
 Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one grid item
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--defense", default="none", help="comma-separated defences (see reminder.defenses)")
     p.add_argument("--judge", default="keyword,learned",
                    help="comma-separated judges (see reminder.judges); ASR = share the judge calls unsafe")
-    p.add_argument("--reminder", default=None, help="trained reminder folder (for reminder defences and scores)")
+    p.add_argument("--reminder", default=None, help="trained reminder folder (for reminder defences and scores), or "
+                   "'none' (default: the model's shipped reminder, if any)")
     p.add_argument("--limit", type=int, default=None, help="first N records of each dataset")
     p.add_argument("--out", required=True, help="output folder (resumed if it holds results)")
     p.add_argument("--data-dir", default=None, help="data folder (default $REMINDER_DATA or data/)")
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.batch_size < 1:
         p.error("--batch-size must be at least 1")
     cfg = EvalConfig(out=a.out, model=a.model, datasets=_names(a.dataset), attacks=_names(a.attack),
-                     defenses=_names(a.defense), judges=_names(a.judge), reminder=a.reminder, limit=a.limit,
+                     defenses=_names(a.defense), judges=_names(a.judge), limit=a.limit,
+                     reminder=str(r) if (r := reminder_arg(a.reminder, a.model)) else None,
                      data_dir=a.data_dir, max_new_tokens=a.max_new_tokens, interval=a.interval,
                      threshold=a.threshold, seed=a.seed, batch_size=a.batch_size)
     for d in cfg.defenses:

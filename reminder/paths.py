@@ -41,3 +41,17 @@ def shipped(path: str | os.PathLike) -> Path:
         return p
     root = {"checkpoints": CHECKPOINTS, "assets": ASSETS}.get(p.parts[0])
     return root.joinpath(*p.parts[1:]) if root is not None else p
+
+
+def default_reminder(model: str) -> Path | None:
+    """The reminder shipped for the model named ``model`` (``checkpoints/<model>``), or None: what the CLI and the
+    evaluation grid use when no ``--reminder`` is given (``--reminder none`` turns it off)."""
+    folder = CHECKPOINTS / model
+    return folder if model and "/" not in model and (folder / "reminder.json").is_file() else None
+
+
+def reminder_arg(arg: str | None, model: str) -> Path | None:
+    """A ``--reminder`` value: None (not given) -> the model's shipped reminder; "none" -> None; else the folder."""
+    if arg is None:
+        return default_reminder(model)
+    return None if arg.strip().lower() == "none" else shipped(arg)

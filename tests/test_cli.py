@@ -10,7 +10,9 @@ import pytest
 from conftest import random_reminder
 from PIL import Image
 
+from reminder import DEFAULT_MODEL
 from reminder.cli import main
+from reminder.paths import CHECKPOINTS, default_reminder
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -24,7 +26,17 @@ def test_generate_streams_and_json(tmp_path):
     out = run_cli("generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "6", "--json")
     data = json.loads(out.stdout)
     assert set(data) >= {"text", "tokens", "harm_scores", "checks", "injections", "generate_seconds", "model"}
-    assert data["model"] == "embedded" and len(data["tokens"]) <= 6
+    assert data["model"] == DEFAULT_MODEL and len(data["tokens"]) <= 6
+
+
+def test_generate_uses_the_models_shipped_reminder_unless_told_none():
+    args = ("generate", "--model", "embedded", "--prompt", "What is the capital of France?", "--max-new-tokens", "20",
+            "--json")
+    guarded = json.loads(run_cli(*args).stdout)
+    assert guarded["harm_scores"] and guarded["checks"]  # scored and checked
+    plain = json.loads(run_cli(*args, "--reminder", "none").stdout)
+    assert plain["harm_scores"] is None and plain["checks"] == [] and plain["tokens"] == guarded["tokens"]
+    assert default_reminder("embedded") == CHECKPOINTS / "embedded" and default_reminder("/some/folder") is None
 
 
 def test_generate_with_reminder_image_and_batch(tiny_folders, tiny_models, tmp_path, capsys):

@@ -34,8 +34,7 @@ from reminder.config_cli import add_config_args, config_from_args
 from reminder.data import TYPO_KINDS, load_prompt_set, load_refusals, load_typographic
 from reminder.models import load_model
 from reminder.progress import Callback
-from training import loop
-from training import visual
+from training import loop, visual
 from training.examples import Pair, model_responses, soft_batch
 from training.state import load_state, save_state
 
@@ -60,7 +59,7 @@ class AlignConfig:
     max_benign: int | None = None
     resume: bool = False
     cache: str | None = None
-    init: str | None = None  # start from this LoRA folder (stage 2: visual instruction tuning of a text-aligned adapter)
+    init: str | None = None  # start from this LoRA folder (stage 2: visual instruction tuning of a text adapter)
     visual: bool = False  # add benign image conversations (typographic renders read by the model, wordless pictures)
     pictures: int = 0  # benign text prompts also asked with a wordless picture (needs --visual)
     max_typographic: int | None = None  # cap on benign typographic items per kind (needs --visual)

@@ -30,8 +30,7 @@ import torch
 from PIL import Image
 
 from reminder.batching import generate_batch
-from reminder.data import (TYPO_KINDS, Record, load_prompt_set, load_typographic,
-                           load_typographic_harmful)
+from reminder.data import TYPO_KINDS, Record, load_prompt_set, load_typographic, load_typographic_harmful
 from reminder.generation import GenerationConfig
 from reminder.images import open_image
 from reminder.judges import is_refusal

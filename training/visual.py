@@ -93,7 +93,8 @@ def text_request(record: Record) -> str | None:
     """The text request a benign typographic item stands for (its answer is the target), or None where the item
     carries its own short answer (a question about a sign)."""
     text = record.text.strip().rstrip(".")
-    if record.category == "figstep":  # "Steps to X." -> "List steps in detail to X."; "List of X." -> "List X in detail."
+    # "Steps to X." -> "List steps in detail to X."; "List of X." -> "List X in detail."
+    if record.category == "figstep":
         head, _, rest = text.partition(" ")
         if head == "List" and rest.startswith("of "):
             return f"List {rest[3:]} in detail."
