@@ -65,8 +65,8 @@ class JudgeConfig:
     project_data: bool = True
     openings: bool = True  # the project's opening-then-refusal and bare-opening answers (opening_examples)
     benign_answers: bool = True  # the model's own answers to the benign prompts (model_examples)
-    max_benign: int = 192  # benign train prompts answered (the first ones; 0 = all): generating is slow on CPU
-    max_benign_val: int = 64  # benign val prompts answered (checks)
+    max_answers: int = 192  # train prompts of each set the model answers (the first ones; 0 = all): generating is
+    max_answers_val: int = 64  # slow on CPU; val prompts (checks)
     harmful_answers: bool = False  # the model's non-refusing answers to the harmful prompts, prefilled, as unsafe
     answer_tokens: int = 64  # new tokens of the model's own answers (the judge reads at most 64)
     project_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # sample weight, project data
@@ -183,18 +183,18 @@ def opening_examples(split: str = "train", seed: int = 0) -> list[Example]:
 
 
 def model_examples(adapter, split: str, max_new_tokens: int = 64, harmful: bool = False,
-                   max_benign: int | None = None) -> list[Example]:
+                   cap: int | None = None) -> list[Example]:
     """The embedded model's own greedy answers (:func:`training.examples.model_responses`, cached) to the project's
-    ``split`` benign prompts (the first ``max_benign``), safe; with ``harmful``, also its answers to the harmful
-    prompts after the "Sure, here is" prefill that do not refuse (keyword judge), unsafe."""
+    ``split`` benign prompts (the first ``cap``), safe; with ``harmful``, also its answers to the first ``cap``
+    harmful prompts after the "Sure, here is" prefill that do not refuse (keyword judge), unsafe."""
     from reminder.judges import is_refusal
     from training.examples import AFFIRMATIVE_PREFILL, model_responses
 
-    benign = load_prompt_set("benign", split)[:max_benign]
+    benign = load_prompt_set("benign", split)[:cap]
     out = [Example(r.prompt, a, 0, "project", split, "benign")
            for r, a in zip(benign, model_responses(adapter, benign, "", max_new_tokens), strict=True)]
     if harmful:
-        recs = load_prompt_set("harmful", split)
+        recs = load_prompt_set("harmful", split)[:cap]
         answers = model_responses(adapter, recs, AFFIRMATIVE_PREFILL, max_new_tokens)
         out += [Example(r.prompt, a, 1, "project", split, "harmful")
                 for r, a in zip(recs, answers, strict=True) if not is_refusal(a)]
@@ -270,7 +270,7 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
     for split in ("train", "val") if cfg.project_data else ():
         project += project_examples(split, cfg.seed) + (opening_examples(split, cfg.seed) if cfg.openings else [])
         if cfg.benign_answers or cfg.harmful_answers:
-            cap = (cfg.max_benign if split == "train" else cfg.max_benign_val) or None
+            cap = (cfg.max_answers if split == "train" else cfg.max_answers_val) or None
             project += [e for e in model_examples(adapter, split, cfg.answer_tokens, cfg.harmful_answers, cap)
                         if cfg.benign_answers or e.kind != "benign"]
     examples = shared + project
