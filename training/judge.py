@@ -182,17 +182,19 @@ def opening_examples(split: str = "train", seed: int = 0) -> list[Example]:
     return out
 
 
-def model_examples(adapter, split: str, max_new_tokens: int = 64, harmful: bool = False,
+def model_examples(adapter, split: str, max_new_tokens: int = 64, benign: bool = True, harmful: bool = False,
                    cap: int | None = None) -> list[Example]:
-    """The embedded model's own greedy answers (:func:`training.examples.model_responses`, cached) to the project's
-    ``split`` benign prompts (the first ``cap``), safe; with ``harmful``, also its answers to the first ``cap``
-    harmful prompts after the "Sure, here is" prefill that do not refuse (keyword judge), unsafe."""
+    """The embedded model's own greedy answers (:func:`training.examples.model_responses`, cached): with ``benign``,
+    to the project's first ``cap`` ``split`` benign prompts, safe; with ``harmful``, to its first ``cap`` harmful
+    prompts after the "Sure, here is" prefill, those that do not refuse (keyword judge), unsafe."""
     from reminder.judges import is_refusal
     from training.examples import AFFIRMATIVE_PREFILL, model_responses
 
-    benign = load_prompt_set("benign", split)[:cap]
-    out = [Example(r.prompt, a, 0, "project", split, "benign")
-           for r, a in zip(benign, model_responses(adapter, benign, "", max_new_tokens), strict=True)]
+    out = []
+    if benign:
+        recs = load_prompt_set("benign", split)[:cap]
+        out += [Example(r.prompt, a, 0, "project", split, "benign")
+                for r, a in zip(recs, model_responses(adapter, recs, "", max_new_tokens), strict=True)]
     if harmful:
         recs = load_prompt_set("harmful", split)[:cap]
         answers = model_responses(adapter, recs, AFFIRMATIVE_PREFILL, max_new_tokens)
@@ -271,8 +273,7 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
         project += project_examples(split, cfg.seed) + (opening_examples(split, cfg.seed) if cfg.openings else [])
         if cfg.benign_answers or cfg.harmful_answers:
             cap = (cfg.max_answers if split == "train" else cfg.max_answers_val) or None
-            project += [e for e in model_examples(adapter, split, cfg.answer_tokens, cfg.harmful_answers, cap)
-                        if cfg.benign_answers or e.kind != "benign"]
+            project += model_examples(adapter, split, cfg.answer_tokens, cfg.benign_answers, cfg.harmful_answers, cap)
     examples = shared + project
     layers = sorted({layer for b in cfg.blocks for layer, _ in parse_blocks(b)})
     states = cached_states(adapter, examples, cfg.read(), layers, Path(cfg.cache), cfg.batch_size)
