@@ -14,8 +14,8 @@ refuse, unsafe (:func:`model_examples`). Those of train-split prompts train, tho
 Each candidate (blocks of :mod:`reminder.harm_probe` states x L2 strength C x sample weight of the project's answers)
 is fitted on the training part and scored by AUROC on the validation part and by leave-one-dataset-out (fitted on
 two files' training parts, scored on all of the third file: an estimate of transfer to another dataset); among the
-candidates that call at most ``max_project_unsafe`` of the project's validation-split safe answers unsafe, the one
-with the best mean of the two wins
+candidates that call at most ``max_project_unsafe`` of the project's validation-split safe answers unsafe and reach
+validation kappa ``min_val_kappa``, the one with the best mean of the two wins
 (or, within ``cheaper_within`` of it, the one whose forward can stop earliest: the judge must be fast), the
 threshold that maximises Cohen's kappa on validation is kept, and the probe is saved as ``judge.safetensors`` +
 ``judge.json`` (data, command, seconds, every candidate's figures). Hidden states are cached under ``--cache`` (an
@@ -71,6 +71,7 @@ class JudgeConfig:
     answer_tokens: int = 64  # new tokens of the model's own answers (the judge reads at most 64)
     project_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # sample weight, project data
     max_project_unsafe: float = 0.0  # share of project val-split safe answers a candidate may call unsafe
+    min_val_kappa: float = 0.0  # and the validation kappa it must reach (if none passes both, all are candidates)
     cheaper_within: float = 0.005  # a candidate whose forward stops earlier wins if its score is at most this lower
     batch_size: int = 8
     cache: str = "/tmp/judge-features"
@@ -317,7 +318,8 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
                         "project_val_unsafe_by_kind": project_checks(score, threshold),
                         "select_score": round((val["auroc"] + float(np.mean(aurocs))) / 2, 4)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    allowed = [r for r in results if r["project_val_unsafe"] <= cfg.max_project_unsafe] or results
+    allowed = [r for r in results if r["project_val_unsafe"] <= cfg.max_project_unsafe
+               and r["val"]["kappa"] >= cfg.min_val_kappa] or results
     top = max(r["select_score"] for r in allowed)
     depth = lambda r: max(layer for layer, _ in parse_blocks(r["blocks"]))  # noqa: E731 - the forward's cost
     best = max((r for r in allowed if r["select_score"] >= top - cfg.cheaper_within),
@@ -349,9 +351,9 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
                  "val_split": f"per file and label, {cfg.val_fraction} seeded with {cfg.seed}"},
         "chosen": {"blocks": best["blocks"], "c": best["c"], "project_weight": best["project_weight"],
                    "rule": "among candidates calling at most max_project_unsafe of the project's validation-split "
-                           "safe answers unsafe, the best mean of validation AUROC and mean leave-one-dataset-out "
-                           "AUROC, or the one reading the shallowest layers within cheaper_within of it (the forward "
-                           "stops there); threshold: highest Cohen's kappa on validation"},
+                           "safe answers unsafe and reaching min_val_kappa, the best mean of validation AUROC and "
+                           "mean leave-one-dataset-out AUROC, or the one reading the shallowest layers within "
+                           "cheaper_within of it (the forward stops there); threshold: highest Cohen's kappa on validation"},
         "metrics": {"val": agreement(y[is_val], p_val, threshold), "val_per_file": per_file,
                     "lodo": best["lodo"], "lodo_auroc_mean": best["lodo_auroc_mean"],
                     "project_val_unsafe": best["project_val_unsafe"],
