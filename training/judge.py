@@ -353,7 +353,8 @@ def train(cfg: JudgeConfig, command: str = "") -> dict:
                    "rule": "among candidates calling at most max_project_unsafe of the project's validation-split "
                            "safe answers unsafe and reaching min_val_kappa, the best mean of validation AUROC and "
                            "mean leave-one-dataset-out AUROC, or the one reading the shallowest layers within "
-                           "cheaper_within of it (the forward stops there); threshold: highest Cohen's kappa on validation"},
+                           "cheaper_within of it (the forward stops there); threshold: highest Cohen's kappa on "
+                           "validation"},
         "metrics": {"val": agreement(y[is_val], p_val, threshold), "val_per_file": per_file,
                     "lodo": best["lodo"], "lodo_auroc_mean": best["lodo_auroc_mean"],
                     "project_val_unsafe": best["project_val_unsafe"],
