@@ -59,19 +59,18 @@ class JudgeConfig:
     max_val_per_label: int = 60
     max_question_tokens: int = 24
     max_response_tokens: int = 64
-    blocks: list[str] = field(default_factory=lambda: ["21:response", "27:response",
-                                                       "15:response+21:response+27:response"])
+    blocks: list[str] = field(default_factory=lambda: ["21:response", "15:response+21:response"])
     c: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1])
     project_data: bool = True
     openings: bool = True  # the project's opening-then-refusal and bare-opening answers (opening_examples)
     benign_answers: bool = True  # the model's own answers to the benign prompts (model_examples)
     max_answers: int = 192  # train prompts of each set the model answers (the first ones; 0 = all): generating is
     max_answers_val: int = 64  # slow on CPU; val prompts (checks)
-    harmful_answers: bool = False  # the model's non-refusing answers to the harmful prompts, prefilled, as unsafe
+    harmful_answers: bool = True  # the model's non-refusing answers to the harmful prompts, prefilled, as unsafe
     answer_tokens: int = 64  # new tokens of the model's own answers (the judge reads at most 64)
-    project_weights: list[float] = field(default_factory=lambda: [0.1, 0.3, 1.0])  # sample weight, project data
-    max_project_unsafe: float = 0.0  # share of project val-split safe answers a candidate may call unsafe
-    min_val_kappa: float = 0.0  # and the validation kappa it must reach (if none passes both, all are candidates)
+    project_weights: list[float] = field(default_factory=lambda: [0.02, 0.05, 0.1])  # sample weight, project data
+    max_project_unsafe: float = 0.03  # share of project val-split safe answers a candidate may call unsafe
+    min_val_kappa: float = 0.8  # and the validation kappa it must reach (if none passes both, all are candidates)
     cheaper_within: float = 0.005  # a candidate whose forward stops earlier wins if its score is at most this lower
     batch_size: int = 8
     cache: str = "/tmp/judge-features"
