@@ -87,7 +87,7 @@ def harmful_cases(row: str, n: int, model: str) -> list[Case]:
     test = load_prompt_set("harmful", "test")[:n]
     titles = {r.id: r.text for r in load_typographic_harmful("figstep", "test")}
     phrases = {r.id: r.text for r in load_typographic_harmful("mmsb", "test")}
-    safebench = tiny(range(1, 8))
+    safebench = tiny(range(1, 8))[:n]
     if row == "none":
         return [Case(q, q) for q, _, _ in safebench] + [Case(r.prompt, r.prompt) for r in test]
     if row == "figstep":
