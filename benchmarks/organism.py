@@ -26,12 +26,14 @@ from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from attacks import figstep, mmsb
 from attacks.examples import placeholder_picture
-from reminder import Reminder, generate, load_model, paths
+from reminder import GenerationConfig, Reminder, generate, load_model, paths
+from reminder.batching import generate_batch
 from reminder.data import TYPO_KINDS, load_figstep, load_prompt_set, load_typographic, load_typographic_harmful
 from reminder.images import open_image
 from reminder.judges import LearnedJudge, is_refusal, judge_many
@@ -113,11 +115,18 @@ def harmful_cases(row: str, n: int, model: str) -> list[Case]:
 
 
 def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) -> list:
-    out = []
-    for c in tqdm(cases, desc=desc, leave=False):
+    """Each case's greedy 96-token Generation: plain runs decoded in equal-length batches (the same tokens as
+    :func:`reminder.generate`), guarded ones one at a time."""
+    built = []
+    for c in cases:
         image = open_image(c.image)[0] if isinstance(c.image, (str, Path)) else c.image
-        out.append(generate(adapter, c.prompt, image=image, prefill=c.prefill, reminder=reminder, max_new_tokens=96))
-    return out
+        built.append(adapter.build(c.prompt, image, c.prefill))
+    config = GenerationConfig(max_new_tokens=96)
+    if reminder is None:
+        with torch.inference_mode():
+            encoded = [adapter.encode(b) for b in built]
+        return generate_batch(adapter, encoded, config=config, batch_size=16)
+    return [generate(adapter, b, reminder=reminder, config=config) for b in tqdm(built, desc=desc, leave=False)]
 
 
 def score(judge, cases: list[Case], gens: list, benign: bool = False) -> dict:
