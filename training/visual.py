@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from attacks import figstep, mmsb
 from attacks.examples import placeholder_picture
+from reminder.checkpoint import write_file
 from reminder.data import Record
 from reminder.paths import reminder_home
 
@@ -47,10 +48,8 @@ def render(kind: str, text: str) -> str:
     digest = hashlib.sha256(f"{kind}\n{text}".encode()).hexdigest()[:16]
     path = renders_dir() / f"{kind}-{digest}.png"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-        _draw(kind, text).save(tmp, format="PNG")
-        tmp.replace(path)
+        image = _draw(kind, text)
+        write_file(path, lambda tmp: image.save(tmp, format="PNG"))
     return str(path)
 
 
@@ -74,11 +73,8 @@ def pictures(n: int, seed: int = 0) -> list[str]:
     for i in range(n):
         path = renders_dir() / f"picture-{seed}-{i}.png"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             im = placeholder_picture() if i == 0 else _picture(seed * 100_003 + i)
-            tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-            im.save(tmp, format="PNG")
-            tmp.replace(path)
+            write_file(path, lambda tmp, im=im: im.save(tmp, format="PNG"))
         out.append(str(path))
     return out
 
