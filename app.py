@@ -159,15 +159,17 @@ def compare_tab() -> SimpleNamespace:
     first = reminder_choices(DEFAULT_MODEL)
     value = first[0][1] if first else None
     start_interval, start_threshold, _ = view.gate(workspace().peek(value))
+    rows = examples.ensure()
+    opening = rows[0]  # the page opens on the first example (FigStep): press Run
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(list(REGISTRY), value=DEFAULT_MODEL, label="model")
-            image = gr.Image(type="filepath", image_mode=None, label="image (optional)", sources=["upload"],
-                             height=220)
+            image = gr.Image(opening[1], type="filepath", image_mode=None, label="image (optional)",
+                             sources=["upload"], height=220)
             image_read = gr.Markdown(elem_id="image-read")
             image_note = gr.Markdown(view.image_label(DEFAULT_MODEL))
-            prompt = gr.Textbox(label="prompt", lines=3, placeholder="Ask something…")
-            attack = gr.Dropdown(list(ATTACKS), value="none", label="attack")
+            prompt = gr.Textbox(opening[0], label="prompt", lines=3, placeholder="Ask something…")
+            attack = gr.Dropdown(list(ATTACKS), value=opening[2], label="attack")
             with gr.Row():
                 reminder = gr.Dropdown(first, value=value, label="reminder", scale=3, elem_id="reminder")
                 zip_upload = gr.UploadButton("upload .zip", file_types=[".zip"], type="filepath", scale=1)
@@ -193,7 +195,7 @@ def compare_tab() -> SimpleNamespace:
             figure = gr.Plot(label="P(unsafe) per token", elem_id="token-plot")
             transcript = gr.HighlightedText(label="guarded transcript", elem_id="transcript", show_legend=True,
                                             color_map=view.TRANSCRIPT_COLOURS)
-    gr.Examples(examples.ensure(), [prompt, image, attack], label="examples (FigStep / MM-SafetyBench renders)",
+    gr.Examples(rows, [prompt, image, attack], label="examples (FigStep / MM-SafetyBench renders)",
                 elem_id="examples")
 
     outs = [status, attacked_image, attacked_prompt, baseline_box, guarded_box, figure, transcript, verdict]
@@ -213,7 +215,8 @@ def compare_tab() -> SimpleNamespace:
         api_button = gr.Button()
     api_button.click(api_compare, api_in, [gr.JSON(visible=False), gr.Plot(visible=False)], api_name="compare",
                      **HEAVY)
-    return SimpleNamespace(model=model, image=image, reminder=reminder, on_model_outs=on_model_outs)
+    return SimpleNamespace(model=model, image=image, reminder=reminder, on_model_outs=on_model_outs,
+                           image_read=image_read)
 
 
 # -- Attack lab ----------------------------------------------------------------------------------------------
@@ -374,6 +377,7 @@ def build() -> gr.Blocks:
         with gr.Tab("About"):
             about_tab()
         demo.load(on_model, model, compare_widgets.on_model_outs, api_visibility="private")
+        demo.load(show_reading, [model, compare_widgets.image], compare_widgets.image_read, api_visibility="private")
     demo.queue(default_concurrency_limit=1)
     return demo
 

@@ -4,12 +4,14 @@ The CLI (``reminder.eval --attack``), the eval grid and every app tab read :data
 variant (``template:fiction``, ``prefill:<text>``, ``pgd:<png>``).
 
 Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
-``<root>/<attack>/<model>/`` for the roots ``assets/attacks`` (shipped) and ``$REMINDER_HOME/attacks`` (the app's
+``<root>/<attack>/<model>/`` (:func:`model_key`) for the roots ``assets/attacks`` (shipped) and ``$REMINDER_HOME/attacks`` (the app's
 attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the prompt, ``suffix.txt`` is appended to it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,15 +60,24 @@ def _load(path: str | Path) -> Image.Image:
     return open_image(path)[0]
 
 
+def model_key(model: str) -> str:
+    """``model`` as one folder name for its attack artefacts: a short name as it is; a hub id or a model folder (which
+    may be an absolute path) as its last part plus a hash of the whole, so it never points outside ``attacks/``."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model):
+        return model
+    return f"{Path(model).name or 'model'}-{hashlib.sha256(model.encode()).hexdigest()[:10]}"
+
+
 def lab_folder(attack: str, model: str) -> Path:
     """Where the app's attack lab saves an optimised attack's artefacts (read back by the precomputed attacks)."""
-    return paths.reminder_home() / "attacks" / attack / model
+    return paths.reminder_home() / "attacks" / attack / model_key(model)
 
 
 def precomputed(attack: str, prompt: str, image: Image.Image | None, model: str,
                 assets: Path = paths.ASSETS) -> AttackInput:
     """``attack``'s saved artefacts for ``model`` applied to ``prompt``/``image`` (shipped first, then the lab's)."""
-    folder = next((f for f in (assets / "attacks" / attack / model, lab_folder(attack, model)) if f.is_dir()), None)
+    shipped = assets / "attacks" / attack / model_key(model)
+    folder = next((f for f in (shipped, lab_folder(attack, model)) if f.is_dir()), None)
     if folder is None:
         raise AttackUnavailable(f"{attack} is not available yet for model '{model}': no precomputed artefacts in "
                                 f"assets/attacks/{attack}/{model}/ (run it in the Attack lab or the attacks CLI)")

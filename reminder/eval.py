@@ -124,7 +124,7 @@ def _unsafe(v: dict | None) -> float | None:
 def run_row(adapter, ds: str, rec: Record, attack: str, defense: str, reminder: Reminder | None,
             gen_cfg: GenerationConfig, judges: dict) -> dict:
     """Generate one grid cell and judge it: the full answer (prefill included) and the text after the reminder."""
-    inputs = attack_inputs(attack, rec)
+    inputs = attack_inputs(attack, rec, adapter.name)
     start = time.perf_counter()
     gen = get_defense(defense).apply(adapter, rec, inputs, reminder, gen_cfg)
     return _row((ds, rec, attack, defense), inputs, gen, time.perf_counter() - start, judges)
@@ -135,7 +135,7 @@ def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> 
     _, rec, attack, defense = cell
     d = get_defense(defense)
     d.require(reminder)
-    inputs = attack_inputs(attack, rec)
+    inputs = attack_inputs(attack, rec, adapter.name)
     return (inputs, *d.decoding(adapter, d.prompt(adapter, inputs), reminder))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reminder import Detector, Reminder, SoftPrompt, load_model
+from reminder import DEFAULT_MODEL, Detector, Reminder, SoftPrompt, load_model
 from reminder.models.tiny import FAMILIES, build_tiny
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -23,6 +23,12 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def embedded():
     return load_model("embedded")
+
+
+@pytest.fixture(scope="session")
+def default_model(embedded):
+    """The model the app and the CLI load when none is named (DEFAULT_MODEL), loaded once."""
+    return embedded if DEFAULT_MODEL == "embedded" else load_model(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")

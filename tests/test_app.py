@@ -1,4 +1,4 @@
-"""The Gradio app, launched in-process on the embedded model and driven through gradio_client."""
+"""The Gradio app, launched in-process on the default model and driven through gradio_client."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gradio_client.utils import Status
 from PIL import Image
 
 from attacks import compose, figstep
-from reminder import Detector, Reminder, SoftPrompt, compare
+from reminder import DEFAULT_MODEL, Detector, Reminder, SoftPrompt, compare
 from reminder.bundle import export_zip
 from reminder.models.embedded import embedded_dir
 
@@ -44,13 +44,13 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 @pytest.fixture(scope="module")
-def served(embedded, tmp_path_factory):
+def served(embedded, default_model, tmp_path_factory):
     """(client, tmp folder): the app on a free port as on a shared Space (each session its own reminders), with
     the shipped checkpoints and a random-probe reminder (``<tmp>/ckpt/random``, interval 4) as read-only reminders,
     and ``$REMINDER_HOME`` in a temporary folder (shared by this session's app tests: the training answers are
     cached there)."""
     root = tmp_path_factory.mktemp("app")
-    random_reminder(embedded, interval=4).save(root / "ckpt" / "random")
+    random_reminder(default_model, interval=4).save(root / "ckpt" / "random")
     mp = pytest.MonkeyPatch()
     mp.setenv("REMINDER_CHECKPOINTS", os.pathsep.join([str(CHECKPOINTS), str(root / "ckpt")]))
     home = tmp_path_factory.getbasetemp() / "reminder-home"
@@ -62,7 +62,7 @@ def served(embedded, tmp_path_factory):
 
     mp.setattr(app, "PER_SESSION", True)
     mp.setattr(compose, "lab_folder", lambda attack, model: root / "lab" / attack / model)  # no attack-lab results
-    app.MODELS.models["embedded"] = embedded  # share the session's model instead of loading a second copy
+    app.MODELS.models.update({"embedded": embedded, DEFAULT_MODEL: default_model})  # the session's models, not copies
     demo = app.build()
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
@@ -130,7 +130,7 @@ def test_bad_inputs_give_messages(served):
         "over the context": (dict(prompt="word " * 9000), "exceeds the model's context"),
         "unknown attack": (dict(prompt=PROMPT, attack="nope"), "unknown attack"),
         **{f"{a} not computed": (dict(prompt=PROMPT, attack=a), "not available yet")
-           for a in compare.PRECOMPUTED if not (compare.ASSETS / "attacks" / a / "embedded").is_dir()},
+           for a in compare.PRECOMPUTED if not (compare.ASSETS / "attacks" / a / DEFAULT_MODEL).is_dir()},
         "sd-typo without image": (dict(prompt=PROMPT, attack="mmsb-sd-typo"), "upload an image"),
         "missing model": (dict(prompt=PROMPT, model="qwen2-vl-7b"), "not in the local Hugging Face cache"),
     }
@@ -154,7 +154,7 @@ def test_bad_reminder_zips_give_messages(served, embedded):
     Reminder(SoftPrompt.from_text(embedded), random_reminder(embedded).detector, model="llava-1.5-7b").save(other)
     small = bad / "small"
     Reminder(SoftPrompt(torch.zeros(4, 8)), Detector(torch.zeros(8), torch.ones(8), torch.ones(8), torch.tensor(0.)),
-             model="embedded").save(small)
+             model=DEFAULT_MODEL).save(small)
     zips = {
         "not a zip": ((bad / "x.zip").write_text("plain text") and bad / "x.zip", "not a readable zip"),
         "pickle": (_zip(bad / "p.zip", {**files, "soft_prompt.pth": b"\x80\x04K\x01."}), "pickle"),
@@ -165,11 +165,11 @@ def test_bad_reminder_zips_give_messages(served, embedded):
         "other hidden size": (export_zip(small, bad / "h.zip"), "hidden size 8"),
     }
     for name, (path, message) in zips.items():
-        _, msg = client.predict(handle_file(str(path)), "embedded", api_name="/import_reminder")
+        _, msg = client.predict(handle_file(str(path)), DEFAULT_MODEL, api_name="/import_reminder")
         assert msg.startswith("⚠️") and message in msg, (name, msg)
     assert not (root.parent / "evil.json").exists()
 
-    folder, msg = client.predict(handle_file(str(good)), "embedded", api_name="/import_reminder")
+    folder, msg = client.predict(handle_file(str(good)), DEFAULT_MODEL, api_name="/import_reminder")
     folder = value(folder)
     assert msg == "imported good" and Path(folder).name == "good"
     out, _ = client.predict(prompt=PROMPT, max_new_tokens=2, reminder=folder, api_name="/compare")
@@ -182,7 +182,7 @@ def test_bad_reminder_zips_give_messages(served, embedded):
 def test_backend_endpoints(served):
     """Train refuses bad names with a message; Benchmark answers with real results."""
     client, _ = served
-    for name, message in (("../escape", "refused"), ("embedded", "read-only")):
+    for name, message in (("../escape", "refused"), (DEFAULT_MODEL, "read-only")):
         with pytest.raises(AppError, match=message):
             client.predict(name=name, api_name="/train")
     status, fig, groups = client.predict("embedded", "harmful", ["none"], ["none"], 1, 4, None, api_name="/benchmark")
@@ -202,15 +202,15 @@ def test_train_never_writes_the_shipped_reminders(served):
     assert snapshot(CHECKPOINTS) == before
     folder = Path(value(folder))
     home = Path(os.environ["REMINDER_HOME"]) / "reminders" / "sessions"
-    assert folder.parent.parent == home and folder.name == "embedded-sapt"
+    assert folder.parent.parent == home and folder.name == f"{DEFAULT_MODEL}-sapt"
     rem = Reminder.load(folder)
-    shipped = Reminder.load(CHECKPOINTS / "embedded")
-    assert rem.meta["copied_from"] == "embedded" and rem.meta["sapt"]["step"] == 2 and not rem.calibrated
+    shipped = Reminder.load(CHECKPOINTS / DEFAULT_MODEL)
+    assert rem.meta["copied_from"] == DEFAULT_MODEL and rem.meta["sapt"]["step"] == 2 and not rem.calibrated
     assert not torch.equal(rem.soft_prompt.embeddings, shipped.soft_prompt.embeddings)
     request = type("Request", (), {"session_hash": client.session_hash})()
-    assert ("embedded-sapt (uncalibrated)", str(folder)) in workspace(request).choices("embedded")
-    with pytest.raises(AppError, match="already have a reminder named 'embedded-sapt'"):
-        client.predict(name="embedded-sapt", **SMALL, api_name="/train")
+    assert (f"{DEFAULT_MODEL}-sapt (uncalibrated)", str(folder)) in workspace(request).choices(DEFAULT_MODEL)
+    with pytest.raises(AppError, match=f"already have a reminder named '{DEFAULT_MODEL}-sapt'"):
+        client.predict(name=f"{DEFAULT_MODEL}-sapt", **SMALL, api_name="/train")
     out, _ = client.predict(prompt=PROMPT, max_new_tokens=2, reminder=str(folder), api_name="/compare")
     assert out["threshold"] == rem.threshold
 

@@ -95,16 +95,16 @@ def test_train_tab(served, browser):  # noqa: F811
     page.locator("#train").click()
     status = page.locator("#train-status")
     sync_api.expect(status).to_contain_text("done after 2 steps", timeout=600_000)
-    assert "embedded-sapt" in status.inner_text() and "uncalibrated" in status.inner_text()
+    assert f"{DEFAULT_MODEL}-sapt" in status.inner_text() and "uncalibrated" in status.inner_text()
     shot(page, "train")
 
     page.get_by_role("tab", name="Compare").click()  # the new reminder is picked there, labelled uncalibrated
-    sync_api.expect(page.locator("#reminder input")).to_have_value("embedded-sapt (uncalibrated)")
+    sync_api.expect(page.locator("#reminder input")).to_have_value(f"{DEFAULT_MODEL}-sapt (uncalibrated)")
     page.locator("#reminder input").click()
     options = page.get_by_role("option")
-    sync_api.expect(options.filter(has_text="embedded-sapt (uncalibrated)")).to_be_visible()
+    sync_api.expect(options.filter(has_text=f"{DEFAULT_MODEL}-sapt (uncalibrated)")).to_be_visible()
     texts = [t.strip() for t in options.all_inner_texts()]
-    assert any(re.fullmatch(r"\W*embedded", t) for t in texts), texts  # the shipped one is still there
+    assert any(re.fullmatch(rf"\W*{DEFAULT_MODEL}", t) for t in texts), texts  # the shipped one is still there
     shot(page, "compare_new_reminder")
     page.keyboard.press("Escape")
 

@@ -49,3 +49,28 @@ def test_shipped_reminder_stops_the_prefill_attack_and_spares_benign(name, case,
     benign = BENIGN[0].prompt
     kept = generate(model, benign, reminder=rem, max_new_tokens=28)
     assert not kept.injections and kept.token_ids == generate(model, benign, max_new_tokens=28).token_ids
+
+
+def test_the_app_opens_on_a_figstep_example_the_reminder_stops(embedded, aligned):
+    """Compare's first example: the aligned default model follows the harmful instruction it reads in the FigStep
+    image (the learned judge calls the baseline unsafe), P(unsafe) rises before the reminder fires, and the guarded run
+    refuses."""
+    from attacks import examples
+    from reminder import DEFAULT_MODEL
+    from reminder.compare import compare
+    from reminder.images import open_image
+    from reminder.judges import LearnedJudge
+
+    assert DEFAULT_MODEL == "embedded-aligned"
+    prompt, image, attack = examples.ensure()[0]
+    assert image.endswith("figstep.png") and attack == "none"
+    rem = Reminder.load(CHECKPOINTS / DEFAULT_MODEL, aligned)
+    *_, state = compare(aligned, prompt, open_image(image)[0], attack, rem, max_new_tokens=48)
+    assert examples.INSTRUCTION.split()[-1].rstrip(".") in state.image_text  # it read the instruction
+    assert not state.baseline.refused and state.guarded.refused
+    fired = state.tokens_until_intervention
+    assert fired is not None
+    scores = state.baseline.scores
+    assert max(scores[fired // 2:fired]) > scores[0]  # P(unsafe) rises before the reminder fires
+    verdict = LearnedJudge(adapter=embedded)(examples.INSTRUCTION, state.baseline.text)
+    assert verdict.unsafe

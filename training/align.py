@@ -1,6 +1,8 @@
 """Safety alignment of the embedded model: a small LoRA adapter on the language model (peft), vision tower untouched.
 
-    python -m training.align [--out checkpoints/embedded-aligned/lora] [--resume] [--epochs 2] [--lr 4e-4]
+    python -m training.align [--out checkpoints/embedded-aligned/text] [--resume] [--epochs 2] [--lr 4e-4]
+    python -m training.align --init checkpoints/embedded-aligned/text --visual --out checkpoints/embedded-aligned/lora \
+        --pictures 80 --max-harmful 120 --max-benign 160 --epochs 2 --lr 2e-4     # stage 2: what embedded-aligned loads
 
 Harmful training prompts (``assets/prompts/harmful.jsonl``) are taught a varied refusal (``refusals.json``); benign
 ones (``benign.jsonl``, risky-sounding but fine requests included) are taught the base model's own greedy answer, so
@@ -44,7 +46,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 @dataclass
 class AlignConfig:
     model: str = "embedded"
-    out: str = "checkpoints/embedded-aligned/lora"
+    out: str = "checkpoints/embedded-aligned/text"  # stage 1; stage 2 (--visual) goes to .../lora, which is loaded
     rank: int = 8
     alpha: int = 16
     lr: float = 4e-4

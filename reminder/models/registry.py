@@ -15,7 +15,7 @@ from .families import FAMILIES
 
 CHECKPOINTS = paths.CHECKPOINTS
 
-DEFAULT_MODEL = "embedded"  # what the app, the CLI and the evaluation grid load when no model is named
+DEFAULT_MODEL = "embedded-aligned"  # what the app, the CLI and the evaluation grid load when no model is named
 
 REGISTRY: dict[str, str] = {
     "embedded": "embedded",
