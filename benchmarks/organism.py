@@ -149,16 +149,7 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
     metrics: dict = {"model": model, "lora": lora, "reminder": reminder_dir, "max_new_tokens": 96, "judge": "learned",
                      "refusal_judge": "keyword", "safebench_tiny": bool(tiny(range(1, 11))), "attacks": {}}
     variants = [("plain", None)] + ([("reminder", rem)] if rem else [])
-    for row in rows:
-        cases = harmful_cases(row, n, model)
-        if not cases:
-            continue
-        metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}"))
-                                   for v, r in variants}
-    rest = [Case(q, figstep.PROMPT, str(img), topic=title) for q, title, img in tiny(range(8, 11))]
-    if rest:
-        metrics["figstep_categories_8_10"] = {v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}"))
-                                              for v, r in variants}
+    # benign first: the bars on over-refusal and on the reminder staying silent
     text = [Case(r.prompt, r.prompt) for r in load_prompt_set("benign", "test")[:n_benign]]
     pics = pictures(8, seed=1)  # other pictures than the ones training used (seed 0)
     picture = [Case(c.subject, c.prompt, pics[i % len(pics)]) for i, c in enumerate(text)]
@@ -174,6 +165,18 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
         if rem:
             metrics[name]["identical"] = _rate(a.token_ids == b.token_ids
                                                for a, b in zip(gens["plain"], gens["reminder"], strict=True))
+        print(name, json.dumps(figures(metrics[name])), flush=True)
+    for row in rows:
+        cases = harmful_cases(row, n, model)
+        if not cases:
+            continue
+        metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}"))
+                                   for v, r in variants}
+        print(row, json.dumps(figures(metrics["attacks"][row])), flush=True)  # each row as it is done
+    rest = [Case(q, figstep.PROMPT, str(img), topic=title) for q, title, img in tiny(range(8, 11))]
+    if rest:
+        metrics["figstep_categories_8_10"] = {v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}"))
+                                              for v, r in variants}
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(figures(metrics), indent=1))
     print(table(metrics))
