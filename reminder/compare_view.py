@@ -12,8 +12,9 @@ from .models.embedded import EMBEDDED_NAMES
 EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image "
                  "(objects, scenes, colours). It reads the words printed in it (OCR) like text, so typographic "
                  "attacks (FigStep, MM-SafetyBench) reach it through the image.")
-ALIGNED_NOTE = (" Its safety adapter was trained on text only: with any image in the turn it refuses benign requests "
-                "more often (README, *Safety-aligned variant*).")
+ALIGNED_NOTE = (" **Model organism:** it learnt safety from text conversations and instruction following from "
+                "benign image conversations, so it refuses a harmful request typed as text but may follow it when "
+                "the request is printed in the image (FigStep): the gap the reminder closes. See About.")
 DEFAULT_GATE = (16, 0.5)  # (interval, threshold) shown when no reminder is chosen
 JUDGE_MODEL = "embedded"  # the learned judge's own model (checkpoints/judge)
 

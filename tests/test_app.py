@@ -278,17 +278,17 @@ def check_apart(client, trainer, other, training):
         other.predict(name="apart", continue_training=True, **SMALL, api_name="/train")
 
 
-@pytest.mark.parametrize("model, says_text_only",
+@pytest.mark.parametrize("model, organism",
                          [("embedded", False), ("embedded-aligned", True), ("qwen2-vl-2b", None)])
-def test_image_label_is_honest_for_each_model(model, says_text_only):
+def test_image_label_is_honest_for_each_model(model, organism):
     import app
 
     _, label, *_ = app.on_model(model)
-    if says_text_only is None:  # a real VLM sees its images: no caveat
+    if organism is None:  # a real VLM sees its images: no caveat
         assert label == ""
     else:
         assert "cannot really see the image" in label and "reads the words printed in it" in label
-        assert ("trained on text only" in label) == says_text_only
+        assert ("Model organism" in label and "safety from text" in label) == organism
 
 
 def test_model_change_sets_the_reminders_own_gate(served):
