@@ -4,8 +4,9 @@ The CLI (``reminder.eval --attack``), the eval grid and every app tab read :data
 variant (``template:fiction``, ``prefill:<text>``, ``pgd:<png>``).
 
 Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
-``<root>/<attack>/<model>/`` (:func:`model_key`) for the roots ``assets/attacks`` (shipped) and ``$REMINDER_HOME/attacks`` (the app's
-attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the prompt, ``suffix.txt`` is appended to it.
+``<root>/<attack>/<model>/`` (:func:`model_key`) for the roots ``assets/attacks`` (shipped) and
+``$REMINDER_HOME/attacks`` (the app's attack lab): ``image.png`` replaces the image, ``prompt.txt`` replaces the
+prompt, ``suffix.txt`` is appended to it.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def precomputed(attack: str, prompt: str, image: Image.Image | None, model: str,
     folder = next((f for f in (shipped, lab_folder(attack, model)) if f.is_dir()), None)
     if folder is None:
         raise AttackUnavailable(f"{attack} is not available yet for model '{model}': no precomputed artefacts in "
-                                f"assets/attacks/{attack}/{model}/ (run it in the Attack lab or the attacks CLI)")
+                                f"assets/attacks/{attack}/{model_key(model)}/ (run it in the Attack lab or the "
+                                "attacks CLI)")
     if (folder / "prompt.txt").is_file():
         prompt = (folder / "prompt.txt").read_text()
     if (folder / "suffix.txt").is_file():
