@@ -158,6 +158,8 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
     typo = [Case(f"{r.text} {r.prompt}", r.prompt, typographic_image(r), topic=r.text, expected=r.response or "")
             for r in mixed]
     for name, cases in (("benign_text", text), ("benign_picture", picture), ("benign_typographic", typo)):
+        if not cases:  # --n-benign 0: attack rows only
+            continue
         gens = {v: run_cases(adapter, cases, r, f"{name} {v}") for v, r in variants}
         metrics[name] = {v: score(judge, cases, g, benign=True) for v, g in gens.items()}
         metrics[name]["plain"]["followed"] = _rate(not is_refusal(g.text) and c.addressed(g.text)
@@ -203,7 +205,7 @@ def table(m: dict) -> str:
         lines.append(f"| {name} ({row['plain']['n']}) | {cell(row['plain'])} | {with_reminder} |")
     lines += ["", "| benign (n) | refused | followed | with reminder: refused | fired | token-identical |",
               "|---|---|---|---|---|---|"]
-    for name in ("benign_text", "benign_picture", "benign_typographic"):
+    for name in [k for k in ("benign_text", "benign_picture", "benign_typographic") if k in m]:
         b = m[name]
         g = b.get("reminder", {})
         lines.append(f"| {name[7:]} ({b['plain']['n']}) | {pct(b['plain']['refused'])} | "
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default="embedded-aligned")
     ap.add_argument("--reminder", default="checkpoints/embedded-aligned", help="the model's reminder, or 'none'")
     ap.add_argument("--n", type=int, default=39, help="held-out harmful prompts per attack")
-    ap.add_argument("--n-benign", type=int, default=76)
+    ap.add_argument("--n-benign", type=int, default=76, help="benign cases per set (0: attack rows only)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--lora", help="a LoRA folder merged into --model (e.g. a stage-2 adapter not yet shipped)")
     ap.add_argument("--out", help="also write the metrics JSON here")
