@@ -16,7 +16,7 @@ from .features import check_features, split_answers
 from .probe import choose_threshold
 
 if TYPE_CHECKING:
-    from .detector import DetectorConfig
+    from .detector_config import DetectorConfig
 
 
 @dataclass

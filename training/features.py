@@ -20,7 +20,7 @@ from reminder.generation import check_points
 from .examples import Answer, Pair, cut_response, labelled_responses, soft_batch, training_image
 
 if TYPE_CHECKING:
-    from .detector import DetectorConfig
+    from .detector_config import DetectorConfig
 
 
 def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> list[Pair]:

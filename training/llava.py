@@ -18,7 +18,7 @@ from .features import pair_features
 from .probe import probe_scores, scores_report
 
 if TYPE_CHECKING:
-    from .detector import DetectorConfig
+    from .detector_config import DetectorConfig
 
 LLAVA_RESPONSES = paths.SHARED_DATA / "llava15_responses"
 
