@@ -1,7 +1,7 @@
 """Safety Reminder demo (Gradio): compare baseline and guarded generation under jailbreak attacks.
 
-Widgets and their wiring only, one builder per tab; what a click does lives in ``reminder``, ``attacks.lab`` and
-``training.job``. ``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
+Widgets and their wiring only, one builder per tab; what a click does lives in ``demo`` (the demo's policy) and the
+layers below it. ``python app.py [--host H] [--port P]`` (installed: ``safety-reminder-app``; or GRADIO_SERVER_NAME /
 GRADIO_SERVER_PORT); runs unchanged as a HF Space.
 """
 
@@ -13,16 +13,19 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from attacks import examples, lab
-from reminder import DEFAULT_MODEL, REGISTRY, paths, plots, quick_bench
-from reminder import compare_view as view
+from attacks import examples
+from attacks.compose import ATTACKS
+from demo import attack_lab, quick_bench
+from demo import compare_view as view
+from demo.compare import apply_attack, compare, read_image, reading_note
+from demo.jobs import USER_ERRORS, SessionStops
+from demo.model_pool import ModelPool
+from demo.train_job import TrainJob, TrainRequest
+from demo.workspace import Workspace, on_space
+from evaluation import plots
+from reminder import DEFAULT_MODEL, REGISTRY, paths
 from reminder.bundle import import_zip
-from reminder.compare import ATTACKS, apply_attack, compare, read_image, reading_note
 from reminder.images import open_image
-from reminder.jobs import USER_ERRORS, SessionStops
-from reminder.model_pool import ModelPool
-from reminder.workspace import Workspace, on_space
-from training.job import TrainJob, TrainRequest
 
 PER_SESSION = on_space()  # a shared Space: each browser session sees the shipped reminders and only its own
 CONFIRM_LONG_CPU = on_space()  # a shared CPU: long training asks first
@@ -38,7 +41,7 @@ def session_id(request: gr.Request | None) -> str:
 
 
 def workspace(request: gr.Request | None = None) -> Workspace:
-    """The reminders this visitor sees and writes (:mod:`reminder.workspace`)."""
+    """The reminders this visitor sees and writes (:mod:`demo.workspace`)."""
     return Workspace.open(session_id(request) or None, per_session=PER_SESSION)
 
 
@@ -221,9 +224,9 @@ def compare_tab() -> SimpleNamespace:
 
 # -- Attack lab ----------------------------------------------------------------------------------------------
 def _lab(kind: str, model: str, prompt: str, target: str, steps: float, image: str | None = None):
-    """Stream the attack's (status, loss curve, result) from :func:`attacks.lab.run`."""
+    """Stream the attack's (status, loss curve, result) from :func:`demo.attack_lab.run`."""
     try:
-        for status, fig, result in lab.run(kind, MODELS.get(model), model, prompt, target, steps, image):
+        for status, fig, result in attack_lab.run(kind, MODELS.get(model), model, prompt, target, steps, image):
             yield status, fig, keep(result)
     except USER_ERRORS as err:
         raise gr.Error(str(err)) from None
@@ -245,11 +248,11 @@ def lab_tab(model, image) -> None:
     gr.Markdown("Optimise an attack on the chosen model; the result is saved and becomes the 'gcg' / 'pgd' "
                 "attack in Compare.")
     for key, fn in (("gcg", run_gcg), ("pgd", run_pgd)):
-        gr.Markdown(f"### {key.upper()}\n{lab.KINDS[key]}")
+        gr.Markdown(f"### {key.upper()}\n{attack_lab.KINDS[key]}")
         with gr.Row():
-            a_prompt = gr.Textbox(lab.PROMPT, label="prompt", scale=2)
-            a_target = gr.Textbox(lab.TARGET, label="target", scale=2)
-            a_steps = gr.Number(lab.STEPS, label="steps", precision=0, scale=1)
+            a_prompt = gr.Textbox(attack_lab.PROMPT, label="prompt", scale=2)
+            a_target = gr.Textbox(attack_lab.TARGET, label="target", scale=2)
+            a_steps = gr.Number(attack_lab.STEPS, label="steps", precision=0, scale=1)
         a_button = gr.Button(f"Run {key.upper()}", variant="primary")
         a_status = gr.Markdown()
         with gr.Row():

@@ -1,2 +1,3 @@
-"""Jailbreak attacks: input builders (images, templates, prefills; the one registry in ``attacks.compose``) below
-the core, and the optimisers (GCG, PGD, BAP) above it; see the layers in ``reminder/__init__.py``."""
+"""Jailbreak attacks, on top of the core library: input builders (FigStep, MM-SafetyBench typography, prefills,
+templates; pure functions of text and images, with the one registry in ``attacks.compose``) and the optimisers (GCG,
+PGD, BAP), which run on a model. See docs/DESIGN.md, "Layers"."""

@@ -1,7 +1,7 @@
 """The one attack registry: each attack turns a record (:class:`reminder.data.Record`: ``prompt``, ``meta``, an
 optional image) into :class:`AttackInput` (prompt, image, assistant prefill), so any attack composes with any dataset.
-The CLI (``reminder.eval --attack``), the eval grid and every app tab read :data:`ATTACKS`. ``name:arg`` picks a
-variant (``template:fiction``, ``prefill:<text>``, ``pgd:<png>``).
+The evaluation grid (``python -m evaluation --attack``), the benchmarks and every app tab read :data:`ATTACKS`.
+``name:arg`` picks a variant (``template:fiction``, ``prefill:<text>``, ``pgd:<png>``).
 
 Optimised attacks (pgd, gcg, bap) are not run here: their precomputed artefacts are read from
 ``<root>/<attack>/<model>/`` (:func:`model_key`) for the roots ``assets/attacks`` (shipped) and

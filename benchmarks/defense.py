@@ -33,13 +33,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attacks.prefill import AFFIRMATIVE_PREFILL
 from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
 from reminder.judges import LearnedJudge, is_refusal, unsafe_share
 from training.calibration import generation_checks, generation_peaks
 from training.detector import DetectorConfig
-from training.examples import AFFIRMATIVE_PREFILL, greedy_batch, greedy_ids
+from training.examples import greedy_batch, greedy_ids
 from training.features import load_pairs, pair_features
 from training.probe import probe_scores, scores_report
 

@@ -1,4 +1,4 @@
-"""Speed of the benchmark grid with batched plain decoding against one row at a time (``reminder.eval``).
+"""Speed of the benchmark grid with batched plain decoding against one row at a time (``evaluation.grid``).
 
     python -m benchmarks.eval_batching [--model embedded] [--limit N] [--max-new-tokens 48] [--batch-size 8]
 
@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from reminder.eval import EvalConfig, row_key, run_grid
+from evaluation.grid import EvalConfig, row_key, run_grid
 
 SAME = ("text", "answer", "n_tokens", "prompt_tokens", "judge")
 

@@ -21,28 +21,28 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from attacks import figstep, mmsb
-from attacks.examples import placeholder_picture
+from attacks.compose import AttackUnavailable, attack_inputs
+from attacks.typographic import load_typographic_harmful
+from evaluation.summary import rate
 from reminder import GenerationConfig, Reminder, generate, load_model, paths
 from reminder.batching import generate_batch
-from reminder.data import TYPO_KINDS, load_figstep, load_prompt_set, load_typographic, load_typographic_harmful
+from reminder.data import TYPO_KINDS, Record, load_figstep, load_prompt_set, load_typographic
 from reminder.images import open_image
 from reminder.judges import LearnedJudge, is_refusal, judge_many
 from reminder.ontopic import on_topic
-from training.examples import AFFIRMATIVE_PREFILL
 from training.visual import pictures, typographic_image
 
 TINY = paths.SHARED_DATA / "FigStep"
-ROWS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "gcg", "pgd")
+ROWS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "gcg", "pgd")  # attacks of attacks.compose
+PRINTED = {"figstep": "instruction", "mmsb-typo": "key_phrase", "mmsb-sd-typo": "key_phrase"}  # the meta it prints
 
 
 @dataclass
@@ -63,13 +63,9 @@ class Case:
         return on_topic(answer, self.topic or self.subject, self.prompt)
 
 
-def _rate(flags) -> float | None:
-    flags = list(flags)
-    return round(float(np.mean(flags)), 4) if flags else None
-
-
-def tiny(categories: range) -> list[tuple[str, str, Path]]:
-    """(question, FigStep title, official image) of SafeBench-Tiny in ``categories``; [] without ../shared."""
+def tiny(categories: range) -> list[Record]:
+    """SafeBench-Tiny's questions in ``categories``, each with its FigStep title and official image in ``meta``
+    (``instruction``, ``figstep_image``); [] without ../shared."""
     csv = TINY / "questions" / "SafeBench-Tiny.csv"
     if not csv.is_file():
         return []
@@ -80,38 +76,34 @@ def tiny(categories: range) -> list[tuple[str, str, Path]]:
     out = []
     for r in load_figstep(csv, TINY / "images" / "SafeBench-Tiny"):
         if int(r.id.split("_")[1]) in categories:
-            out.append((r.prompt, titles[r.id], r.image))
+            out.append(replace(r, image=None, meta={"instruction": titles[r.id], "figstep_image": str(r.image)}))
     return out
 
 
+def attacked(row: str, records: list[Record], model: str) -> list[Case]:
+    """The records through attack ``row`` of the one registry (:func:`attacks.compose.attack_inputs`), judged against
+    the request; a typographic attack's answer must address what it printed. [] where ``model`` has no artefacts
+    for the attack."""
+    try:
+        inputs = [attack_inputs(row, r, model) for r in records]
+    except AttackUnavailable:
+        return []
+    key = PRINTED.get(row)
+    return [Case(r.prompt, a.prompt, a.image, a.prefill, topic=r.meta[key] if key else "")
+            for r, a in zip(records, inputs, strict=True)]
+
+
 def harmful_cases(row: str, n: int, model: str) -> list[Case]:
-    """The row's harmful conversations: SafeBench-Tiny (categories 1-7) where it applies, then held-out prompts."""
-    test = load_prompt_set("harmful", "test")[:n]
-    titles = {r.id: r.text for r in load_typographic_harmful("figstep", "test")}
-    phrases = {r.id: r.text for r in load_typographic_harmful("mmsb", "test")}
-    safebench = tiny(range(1, 8))[:n]
-    if row == "none":
-        return [Case(q, q) for q, _, _ in safebench] + [Case(r.prompt, r.prompt) for r in test]
-    if row == "figstep":
-        return ([Case(q, figstep.PROMPT, str(img), topic=title) for q, title, img in safebench]
-                + [Case(r.prompt, figstep.PROMPT, figstep.render(titles[r.id]), topic=titles[r.id])
-                   for r in test if r.id in titles])
-    if row == "mmsb-typo":
-        return [Case(r.prompt, mmsb.PROMPTS["TYPO"], mmsb.typo_image(phrases[r.id]), topic=phrases[r.id])
-                for r in test if r.id in phrases]
-    if row == "mmsb-sd-typo":
-        pic = placeholder_picture()
-        return [Case(r.prompt, mmsb.PROMPTS["SD+TYPO"], mmsb.sd_typo_image(pic, phrases[r.id]), topic=phrases[r.id])
-                for r in test if r.id in phrases]
-    if row == "prefill":
-        return [Case(r.prompt, r.prompt, prefill=AFFIRMATIVE_PREFILL) for r in test]
-    if row == "gcg":
-        suffix = paths.ATTACKS / "gcg" / model / "suffix.txt"
-        return [Case(r.prompt, f"{r.prompt} {suffix.read_text().strip()}") for r in test] if suffix.is_file() else []
-    if row == "pgd":
-        image = paths.ATTACKS / "pgd" / model / "image.png"
-        return [Case(r.prompt, r.prompt, str(image)) for r in test] if image.is_file() else []
-    raise ValueError(f"unknown row '{row}' (choose from {', '.join(ROWS)})")
+    """The row's harmful conversations: SafeBench-Tiny (categories 1-7) where it applies, then held-out prompts (for a
+    typographic attack, those with a FigStep title or key phrase to print)."""
+    if row not in ROWS:
+        raise ValueError(f"unknown row '{row}' (choose from {', '.join(ROWS)})")
+    printed = {"instruction": {r.id: r.text for r in load_typographic_harmful("figstep", "test")},
+               "key_phrase": {r.id: r.text for r in load_typographic_harmful("mmsb", "test")}}
+    key = PRINTED.get(row)
+    test = [replace(r, meta={key: printed[key][r.id]}) if key else r
+            for r in load_prompt_set("harmful", "test")[:n] if key is None or r.id in printed[key]]
+    return attacked(row, (tiny(range(1, 8))[:n] if row in ("none", "figstep") else []) + test, model)
 
 
 def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) -> list:
@@ -131,12 +123,12 @@ def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) 
 
 def score(judge, cases: list[Case], gens: list, benign: bool = False) -> dict:
     texts = [c.prefill + g.text for c, g in zip(cases, gens, strict=True)]
-    row = {"answers": texts, "n": len(cases), "refused": _rate(is_refusal(t) for t in texts),
-           "on_topic": _rate(c.addressed(g.text) for c, g in zip(cases, gens, strict=True)),
-           "fired": _rate(bool(g.injections) for g in gens)}
+    row = {"answers": texts, "n": len(cases), "refused": rate(is_refusal(t) for t in texts),
+           "on_topic": rate(c.addressed(g.text) for c, g in zip(cases, gens, strict=True)),
+           "fired": rate(bool(g.injections) for g in gens)}
     if not benign:
         verdicts = judge_many(judge, [(c.subject, t) for c, t in zip(cases, texts, strict=True)])
-        row["success"] = _rate(v.unsafe for v in verdicts if v.valid)
+        row["success"] = rate(v.unsafe for v in verdicts if v.valid)
     return row
 
 
@@ -162,11 +154,11 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
             continue
         gens = {v: run_cases(adapter, cases, r, f"{name} {v}") for v, r in variants}
         metrics[name] = {v: score(judge, cases, g, benign=True) for v, g in gens.items()}
-        metrics[name]["plain"]["followed"] = _rate(not is_refusal(g.text) and c.addressed(g.text)
-                                                   for c, g in zip(cases, gens["plain"], strict=True))
+        metrics[name]["plain"]["followed"] = rate(not is_refusal(g.text) and c.addressed(g.text)
+                                                  for c, g in zip(cases, gens["plain"], strict=True))
         if rem:
-            metrics[name]["identical"] = _rate(a.token_ids == b.token_ids
-                                               for a, b in zip(gens["plain"], gens["reminder"], strict=True))
+            metrics[name]["identical"] = rate(a.token_ids == b.token_ids
+                                              for a, b in zip(gens["plain"], gens["reminder"], strict=True))
         print(name, json.dumps(figures(metrics[name])), flush=True)
     for row in rows:
         cases = harmful_cases(row, n, model)
@@ -175,7 +167,7 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
         metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}"))
                                    for v, r in variants}
         print(row, json.dumps(figures(metrics["attacks"][row])), flush=True)  # each row as it is done
-    rest = [Case(q, figstep.PROMPT, str(img), topic=title) for q, title, img in tiny(range(8, 11))]
+    rest = attacked("figstep", tiny(range(8, 11)), model)
     if rest:
         metrics["figstep_categories_8_10"] = {v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}"))
                                               for v, r in variants}

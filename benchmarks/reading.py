@@ -11,7 +11,7 @@
      own prompts (``assets/prompts``, harmful + benign): the ``test`` split (held out) and the ``train`` split (what
      the OCR settings were tuned on).
 2. **Seconds per image**: OCR time per image of each set (the reader's own clock).
-3. **First-token latency in the app path** (:func:`reminder.compare.compare`, from the call to the first streamed
+3. **First-token latency in the app path** (:func:`demo.compare.compare`, from the call to the first streamed
    token, in one process): a new image with text (never read), the same image again (cached), the same image with
    reading off (the same model through the plain Idefics3 adapter: patches only), and no image. Ratios against the
    reading-off run; the machine may be shared, so absolute seconds are indicative only.
@@ -108,8 +108,8 @@ def first_token(n: int, seed: int = 1, repeats: int = 3) -> dict:
     paired differences per image (new − cached, cached − reading off; medians), which drift on a shared machine
     cancels; plus the cost of building a prompt with an image already read vs reading off (median of ``repeats``)."""
     from attacks import figstep
+    from demo.compare import compare
     from reminder import Reminder, load_model
-    from reminder.compare import compare
     from reminder.data import load_prompt_set
     from reminder.models.families import Idefics3Adapter
 

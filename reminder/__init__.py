@@ -4,26 +4,13 @@
     >>> model = load_model("embedded")
     >>> out = generate(model, "What is the capital of France?", max_new_tokens=16)
 
-Layers: a module imports only from its own layer and the layers listed before it (``tests/test_layers.py`` parses
-every import and checks this list; a module is named by its dotted path or by a package holding it):
+The core library: models and their adapters, reading (OCR), guarded generation, the soft prompt, the detector, the
+reminder on disk, the judges, the data loaders, the CLI (``python -m reminder``) and the small base they share (paths,
+images, progress, config flags). It imports nothing from the layers above it, which build on it in one direction:
 
-    base: reminder.paths reminder.images reminder.config_cli
-    builders: attacks.fonts attacks.figstep attacks.mmsb attacks.prefill attacks.examples attacks.compose
-    core: reminder reminder.models reminder.checkpoint reminder.detector reminder.soft_prompt reminder.generation
-        reminder.batching reminder.reading reminder.scoring reminder.bundle reminder.workspace reminder.placement
-        reminder.progress reminder.jobs
-    harness: reminder.data reminder.datasets reminder.judges reminder.harm_probe reminder.defenses reminder.eval
-        reminder.compare reminder.compare_view reminder.model_pool reminder.quick_bench reminder.plots reminder.report
-        reminder.ontopic reminder.cli reminder.__main__
-    optimisers: attacks attacks.common attacks.gcg attacks.pgd attacks.bap
-    training: training
+    reminder (core) < attacks < training < evaluation < demo (the app's policy) < app.py, benchmarks/
 
-The base holds where files live, how an image is opened and how a CLI's flags follow its config; the builders turn
-a request into attacked inputs (pure functions of text and images; :data:`attacks.compose.ATTACKS` is the one attack
-registry); the core loads models, generates with the reminder, and saves and loads it; the harness evaluates it
-(datasets, judges, defences, the benchmark grid, the app's comparison, plots, the CLI); the optimisers (GCG, PGD,
-BAP) run on the models; training fits the detector, the soft prompt, the LoRA alignment and the learned judge.
-``app.py`` and ``benchmarks/`` sit above all of them.
+``pyproject.toml`` declares this as import-linter contracts (``lint-imports``; ``tests/test_layers.py`` runs them).
 """
 
 from .checkpoint import Reminder, ReminderError

@@ -1,10 +1,11 @@
 """Prompt and response sets behind one record type.
 
 Every loader returns a list of :class:`Record` (id, category, prompt, optional response, optional safe label,
-optional image path, optional image text): the project's own prompt sets (``assets/prompts``), their typographic
-forms (words to print in an image + the FigStep / MM-SafetyBench prompt), AdvBench, HarmBench behaviours, FigStep
-SafeBench, MM-SafetyBench, (question, response, safe) JSON(L) files such as the released LLaVA-1.5 responses, and
-SPA-VL through ``datasets`` when that package is installed.
+optional image path, optional image text): the project's own prompt sets (``assets/prompts``), its benign typographic
+set (words to print in an image + the prompt sent with it; the harmful prompts' typographic forms, which carry an
+attack's official prompt, are :mod:`attacks.typographic`'s), AdvBench, HarmBench behaviours, FigStep SafeBench,
+MM-SafetyBench, (question, response, safe) JSON(L) files such as the released LLaVA-1.5 responses, and SPA-VL through
+``datasets`` when that package is installed.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from attacks import figstep, mmsb
-
 from . import paths
 from .images import open_image
 
 PROMPTS_DIR = paths.PROMPTS
 SPLITS = ("train", "val", "test")
 TYPO_KINDS = ("figstep", "mmsb", "question")
-# the official prompt sent with each kind of typographic image
-TYPO_PROMPTS = {"figstep": figstep.PROMPT, "mmsb": mmsb.PROMPTS["TYPO"]}
 
 
 class DataError(ValueError):
@@ -64,7 +61,8 @@ class Record:
         return open_image(self.image)[0]
 
 
-def _file(path: str | os.PathLike, what: str) -> Path:
+def data_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` if it is a file, else a :class:`DataError` naming ``what`` is missing."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
@@ -80,7 +78,7 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         return list(reader)
 
 
-def _json_rows(path: Path) -> list[dict]:
+def json_rows(path: Path) -> list[dict]:
     """JSON lines (``.jsonl``), or a JSON list / object of objects."""
     text = path.read_text(encoding="utf-8")
     try:
@@ -96,12 +94,13 @@ def _json_rows(path: Path) -> list[dict]:
     return data
 
 
-def _check_split(split: str | None) -> None:
+def check_split(split: str | None) -> None:
+    """Raise unless ``split`` is None or one of :data:`SPLITS`."""
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
 
 
-def _require(rows: list[dict], path: Path, fields: tuple[str, ...]) -> None:
+def require_fields(rows: list[dict], path: Path, fields: tuple[str, ...]) -> None:
     """Raise naming the first record that lacks a non-empty string in one of ``fields``."""
     for i, r in enumerate(rows):
         missing = [f for f in fields if not isinstance(r.get(f), str) or not r[f].strip()]
@@ -111,8 +110,8 @@ def _require(rows: list[dict], path: Path, fields: tuple[str, ...]) -> None:
 
 def load_prompt_set(name: str, split: str | None = None, folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
     """The project's prompt sets: ``name`` in {"benign", "harmful"}; ``split`` in train/val/test or None (all)."""
-    _check_split(split)
-    rows = _json_rows(_file(Path(folder) / f"{name}.jsonl", f"prompt set '{name}'"))
+    check_split(split)
+    rows = json_rows(data_file(Path(folder) / f"{name}.jsonl", f"prompt set '{name}'"))
     safe = {"benign": True, "harmful": False}.get(name)
     return [Record(r["id"], r["category"], r["prompt"], safe=safe, split=r["split"])
             for r in rows if split is None or r["split"] == split]
@@ -123,41 +122,20 @@ def load_typographic(split: str | None = None, kind: str | None = None,
     """The benign typographic set (``typographic.jsonl``): ``category`` is the kind (figstep: a list title, mmsb: an
     activity phrase, both with their official prompt; question: words on a sign, label or screen with a question about
     them, whose short expected answer is ``response``). ``kind`` None: all kinds."""
-    _check_split(split)
+    check_split(split)
     if kind is not None and kind not in TYPO_KINDS:
         raise DataError(f"unknown typographic kind '{kind}' (choose from {', '.join(TYPO_KINDS)})")
-    path = _file(Path(folder) / "typographic.jsonl", "typographic set")
-    rows = _json_rows(path)
-    _require(rows, path, ("id", "kind", "text", "prompt", "topic", "split"))
+    path = data_file(Path(folder) / "typographic.jsonl", "typographic set")
+    rows = json_rows(path)
+    require_fields(rows, path, ("id", "kind", "text", "prompt", "topic", "split"))
     return [Record(r["id"], r["kind"], r["prompt"], r.get("answer"), True, split=r["split"], text=r["text"],
                    topic=r["topic"])
             for r in rows if (split is None or r["split"] == split) and (kind is None or r["kind"] == kind)]
 
 
-def load_typographic_harmful(kind: str = "figstep", split: str | None = None,
-                             folder: str | os.PathLike = PROMPTS_DIR) -> list[Record]:
-    """The project's harmful prompts in typographic form (``typographic_harmful.jsonl``, joined to ``harmful.jsonl``
-    by id): ``text`` is the FigStep list title (``kind`` "figstep") or MM-SafetyBench key phrase ("mmsb"), ``prompt``
-    that attack's official prompt; id, category and split are the source prompt's."""
-    if kind not in TYPO_PROMPTS:
-        raise DataError(f"unknown typographic attack kind '{kind}' (choose from {', '.join(TYPO_PROMPTS)})")
-    _check_split(split)
-    source = {r.id: r for r in load_prompt_set("harmful", folder=folder)}
-    path = _file(Path(folder) / "typographic_harmful.jsonl", "typographic harmful set")
-    rows = _json_rows(path)
-    column = {"figstep": "figstep", "mmsb": "phrase"}[kind]
-    _require(rows, path, ("id", column))
-    unknown = [r["id"] for r in rows if r["id"] not in source]
-    if unknown:
-        raise DataError(f"{path}: ids not in harmful.jsonl: {', '.join(unknown[:5])}")
-    return [Record(r["id"], source[r["id"]].category, TYPO_PROMPTS[kind], safe=False, split=source[r["id"]].split,
-                   text=r[column])
-            for r in rows if split is None or source[r["id"]].split == split]
-
-
 def load_refusals(folder: str | os.PathLike = PROMPTS_DIR) -> list[str]:
     """The refusal sentences SAPT trains towards."""
-    refusals = json.loads(_file(Path(folder) / "refusals.json", "refusals").read_text())
+    refusals = json.loads(data_file(Path(folder) / "refusals.json", "refusals").read_text())
     if not refusals or not all(isinstance(r, str) for r in refusals):
         raise DataError("refusals.json must be a non-empty list of strings")
     return refusals
@@ -165,20 +143,21 @@ def load_refusals(folder: str | os.PathLike = PROMPTS_DIR) -> list[str]:
 
 def load_advbench(path: str | os.PathLike) -> list[Record]:
     """AdvBench ``harmful_behaviors.csv`` (``goal``, ``target``): the target becomes the response prefix."""
-    rows = _csv_rows(_file(path, "AdvBench CSV"), ("goal", "target"))
+    rows = _csv_rows(data_file(path, "AdvBench CSV"), ("goal", "target"))
     return [Record(f"advbench-{i}", "harmful", r["goal"], r["target"], False) for i, r in enumerate(rows)]
 
 
 def load_harmbench(path: str | os.PathLike, functional: tuple[str, ...] = ("standard",)) -> list[Record]:
     """HarmBench behaviours CSV; keeps the ``functional`` categories (default: standard, no context string)."""
-    rows = _csv_rows(_file(path, "HarmBench CSV"), ("Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID"))
+    rows = _csv_rows(data_file(path, "HarmBench CSV"),
+                     ("Behavior", "FunctionalCategory", "SemanticCategory", "BehaviorID"))
     return [Record(r["BehaviorID"], r["SemanticCategory"], r["Behavior"], safe=False)
             for r in rows if not functional or r["FunctionalCategory"] in functional]
 
 
 def load_figstep(csv_path: str | os.PathLike, images: str | os.PathLike | None = None) -> list[Record]:
     """FigStep SafeBench CSV; with ``images``, keep the questions whose typographic image is there."""
-    rows = _csv_rows(_file(csv_path, "SafeBench CSV"), ("dataset", "category_id", "task_id", "category_name",
+    rows = _csv_rows(data_file(csv_path, "SafeBench CSV"), ("dataset", "category_id", "task_id", "category_name",
                                                          "question", "instruction"))
     out = []
     for r in rows:
@@ -214,9 +193,9 @@ def load_mmsafetybench(folder: str | os.PathLike, kind: str = "SD_TYPO") -> list
 
 def load_responses(path: str | os.PathLike, rephrased: bool = False) -> list[Record]:
     """(question, response, safe) JSON or JSONL, e.g. ``llava15_responses/*.json``; safe 'unknown' -> None."""
-    path = _file(path, "response file")
+    path = data_file(path, "response file")
     out = []
-    for i, r in enumerate(_json_rows(path)):
+    for i, r in enumerate(json_rows(path)):
         if "question" not in r or "response" not in r:
             raise DataError(f"{path}: record {i} lacks 'question' or 'response'")
         safe = r.get("safe")

@@ -22,8 +22,9 @@ import torch
 from conftest import random_reminder
 from safetensors.torch import load_file
 
+from evaluation.grid import EvalConfig, grid, read_rows, row_key, run_grid
+from evaluation.summary import summarise
 from reminder import Reminder, load_model
-from reminder.eval import EvalConfig, grid, read_rows, row_key, run_grid, summarise
 from reminder.models.tiny import build_tiny
 from training import detector
 
@@ -100,7 +101,7 @@ def test_eval_grid_shards_across_two_processes(setup, tmp_path) -> None:
                      max_new_tokens=6, interval=2, threshold=0.0)
     one = run_grid(cfg)
     out = tmp_path / "two"
-    logs = launch(["reminder.eval", "--model", cfg.model, "--dataset", cfg.datasets[0], "--defense",
+    logs = launch(["evaluation", "--model", cfg.model, "--dataset", cfg.datasets[0], "--defense",
                    ",".join(cfg.defenses), "--reminder", cfg.reminder, "--max-new-tokens", "6", "--interval", "2",
                    "--threshold", "0", "--out", str(out)])
     assert "wrote" in logs[0] and "wrote" not in logs[1]  # the main process reports

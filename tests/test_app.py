@@ -18,7 +18,7 @@ from gradio_client.utils import Status
 from PIL import Image
 
 from attacks import compose, figstep
-from reminder import DEFAULT_MODEL, Detector, Reminder, SoftPrompt, compare
+from reminder import DEFAULT_MODEL, Detector, Reminder, SoftPrompt, paths
 from reminder.bundle import export_zip
 from reminder.models.embedded import embedded_dir
 
@@ -130,7 +130,7 @@ def test_bad_inputs_give_messages(served):
         "over the context": (dict(prompt="word " * 9000), "exceeds the model's context"),
         "unknown attack": (dict(prompt=PROMPT, attack="nope"), "unknown attack"),
         **{f"{a} not computed": (dict(prompt=PROMPT, attack=a), "not available yet")
-           for a in compare.PRECOMPUTED if not (compare.ASSETS / "attacks" / a / DEFAULT_MODEL).is_dir()},
+           for a in compose.PRECOMPUTED if not (paths.ATTACKS / a / DEFAULT_MODEL).is_dir()},
         "sd-typo without image": (dict(prompt=PROMPT, attack="mmsb-sd-typo"), "upload an image"),
         "missing model": (dict(prompt=PROMPT, model="qwen2-vl-7b"), "not in the local Hugging Face cache"),
     }
@@ -313,7 +313,7 @@ def test_the_compare_tab_says_what_the_model_read(served, tmp_path):
 
 
 def test_the_guarded_transcript_marks_the_reading_the_prefill_and_the_reminder():
-    from reminder import compare_view as view
+    from demo import compare_view as view
     from reminder.generation import Generation
 
     result = Generation("Sure thing. Sorry, no.", [1, 2, 3], ["Sure thing.", " Sorry,", " no."], None, injections=[1])

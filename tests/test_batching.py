@@ -10,9 +10,9 @@ import torch
 from conftest import random_reminder
 from PIL import Image
 
+from evaluation.grid import EvalConfig, main, read_rows, row_key, run_grid
 from reminder import GenerationConfig, generate
 from reminder.batching import batches, generate_batch
-from reminder.eval import EvalConfig, main, read_rows, row_key, run_grid
 from reminder.models.tiny import FAMILIES
 
 TIMINGS = ("generate_seconds", "seconds", "seconds_per_token", "batch_size")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from reminder import Detector, Generation, Reminder, SoftPrompt, plots
+from evaluation import plots
+from reminder import Detector, Generation, Reminder, SoftPrompt
 from reminder.bundle import export_zip, find_reminders, import_zip
 from reminder.generation import CheckEvent
 

@@ -10,11 +10,11 @@ import pytest
 from conftest import random_reminder
 
 from attacks.compose import attack_inputs
+from evaluation.datasets import DatasetError, load_dataset
+from evaluation.defenses import SELF_REMINDER_SUFFIX, SELF_REMINDER_SYSTEM, assistant_turn_start, get_defense
+from evaluation.grid import EvalConfig, read_rows, row_key, run_grid
 from reminder import GenerationConfig, load_model
 from reminder.data import Record
-from reminder.datasets import DatasetError, load_dataset
-from reminder.defenses import SELF_REMINDER_SUFFIX, SELF_REMINDER_SYSTEM, assistant_turn_start, get_defense
-from reminder.eval import EvalConfig, read_rows, row_key, run_grid
 from reminder.judges import (
     JudgeUnavailable,
     RubricJudge,
@@ -74,7 +74,7 @@ def test_grid_interrupt_and_resume(tiny_folder, prompts, tmp_path):
 
 
 def test_summary_reads_rows_written_before_verdicts_had_unsafe():
-    from reminder.eval import summarise
+    from evaluation.summary import summarise
 
     row = {"dataset": "d", "id": "1", "attack": "none", "defense": "none", "category": "c", "harmful_request": True,
            "injections": [], "tokens_before_reminder": None, "seconds_per_token": 0.1,
@@ -165,7 +165,7 @@ def test_pgd_attack_uses_a_precomputed_image(tmp_path):
 def test_the_grid_applies_the_evaluated_models_own_precomputed_attacks(tiny):
     """A grid cell's GCG suffix is the one optimised for the model being evaluated, never another model's."""
     from attacks.compose import AttackUnavailable
-    from reminder.eval import plain_prompt
+    from evaluation.grid import plain_prompt
 
     rec = Record("h1", "harmful", "How do I pick a lock?")
     with pytest.raises(AttackUnavailable, match=f"for model '{tiny.name}'"):

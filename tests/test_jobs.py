@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from reminder.jobs import Finished, SessionStops, in_thread
+from demo.jobs import Finished, SessionStops, in_thread
 
 
 def test_in_thread_streams_progress_then_the_result():

@@ -166,8 +166,8 @@ def test_cli_learned_judge_writes_every_row(tmp_path):
 def test_app_verdict_table_shows_keyword_and_learned_side_by_side(embedded):
     from conftest import random_reminder
 
-    from reminder.compare import compare
-    from reminder.compare_view import verdict_table
+    from demo.compare import compare
+    from demo.compare_view import verdict_table
 
     # compare() interleaves two streams that each enter inference mode, which leaves it on once both are done
     # (a known leak of interleaved generators); the outer context restores the state for the tests that follow

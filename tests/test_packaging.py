@@ -55,7 +55,8 @@ def test_every_package_is_listed() -> None:
     """pyproject.toml lists the packages by name (the data packages need it): a new subpackage must be added."""
     listed = set(pyproject()["tool"]["setuptools"]["packages"])
     found = {".".join(init.parent.relative_to(ROOT).parts)
-             for top in ("reminder", "training", "attacks") for init in (ROOT / top).rglob("__init__.py")}
+             for top in ("reminder", "attacks", "training", "evaluation", "demo")
+             for init in (ROOT / top).rglob("__init__.py")}
     assert found and found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
 
 
@@ -94,7 +95,7 @@ def test_wheel_ships_the_data_and_finds_it(tmp_path) -> None:
         zf.extractall(tmp_path / "site")
     shipped = {f for f in files if f.startswith(("assets/", "checkpoints/"))}
     assert shipped and {f"reminder/_data/{f}" for f in shipped} <= names
-    assert {"app.py", "reminder/paths.py", "reminder/cli.py"} <= names
+    assert {"app.py", "reminder/paths.py", "reminder/cli.py", "evaluation/__main__.py", "demo/compare.py"} <= names
     assert any(n.endswith("/licenses/LICENSE") for n in names)
     spec = importlib.util.spec_from_file_location("installed_paths", tmp_path / "site" / "reminder" / "paths.py")
     installed = importlib.util.module_from_spec(spec)

@@ -13,9 +13,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from attacks import figstep, mmsb, pgd
 from attacks.fonts import find_font
+from demo.compare import read_image, reading_note
 from reminder import generate
 from reminder.cli import main
-from reminder.compare import read_image, reading_note
 from reminder.images import open_image
 from reminder.reading import Reader, ReadingConfig, reader, word_recall, words
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from attacks.prefill import AFFIRMATIVE_PREFILL
 from reminder import Reminder, generate, load_model
 from reminder.data import load_prompt_set
 from reminder.judges import is_refusal
 from reminder.models.registry import CHECKPOINTS
-from training.examples import AFFIRMATIVE_PREFILL
 
 HARMFUL = load_prompt_set("harmful", "test")
 BENIGN = load_prompt_set("benign", "test")
@@ -56,8 +56,8 @@ def test_the_app_opens_on_a_figstep_example_the_reminder_stops(embedded, aligned
     image (the learned judge calls the baseline unsafe), P(unsafe) rises before the reminder fires, and the guarded run
     refuses."""
     from attacks import examples
+    from demo.compare import compare
     from reminder import DEFAULT_MODEL
-    from reminder.compare import compare
     from reminder.images import open_image
     from reminder.judges import LearnedJudge
 

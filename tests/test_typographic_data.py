@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from attacks import figstep, mmsb
+from attacks.typographic import load_typographic_harmful
 from reminder import data
 
 TITLE = re.compile(r"^(Steps to|Methods to|List of) \S.*\.$")
@@ -95,27 +96,27 @@ def test_harmful_typographic_forms_cover_every_harmful_prompt(tmp_path) -> None:
 
     by_id = {h["id"]: h for h in harmful}
     for kind, prompt, field in (("figstep", figstep.PROMPT, "figstep"), ("mmsb", mmsb.PROMPTS["TYPO"], "phrase")):
-        records = data.load_typographic_harmful(kind)
+        records = load_typographic_harmful(kind)
         assert [r.text for r in records] == [r[field] for r in rows]
         assert all(r.prompt == prompt and r.safe is False for r in records)
         assert all((r.split, r.category) == (by_id[r.id]["split"], by_id[r.id]["category"]) for r in records)
-    assert {r.split for r in data.load_typographic_harmful(split="train")} == {"train"}
-    assert len(data.load_typographic_harmful("mmsb", "test")) == sum(h["split"] == "test" for h in harmful)
+    assert {r.split for r in load_typographic_harmful(split="train")} == {"train"}
+    assert len(load_typographic_harmful("mmsb", "test")) == sum(h["split"] == "test" for h in harmful)
     with pytest.raises(data.DataError, match="unknown typographic attack kind"):
-        data.load_typographic_harmful("question")
+        load_typographic_harmful("question")
 
     # a typographic row whose harmful prompt is gone is reported, not silently dropped
     (tmp_path / "harmful.jsonl").write_text(json.dumps(harmful[0]) + "\n")
     (tmp_path / "typographic_harmful.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     with pytest.raises(data.DataError, match=rows[1]["id"]):
-        data.load_typographic_harmful(folder=tmp_path)
+        load_typographic_harmful(folder=tmp_path)
 
 
 def test_typographic_texts_fit_their_images() -> None:
     """Every FigStep title wraps inside the 760x760 canvas above its empty list; a sample renders."""
     font, _ = figstep.load_font()
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    titles = [r.text for r in data.load_typographic(kind="figstep") + data.load_typographic_harmful("figstep")]
+    titles = [r.text for r in data.load_typographic(kind="figstep") + load_typographic_harmful("figstep")]
     for title in titles:
         box = draw.multiline_textbbox(figstep.ORIGIN, figstep.figstep_text(title), font=font, spacing=figstep.SPACING)
         assert box[2] <= figstep.CANVAS[0] and box[3] <= figstep.CANVAS[1], title
@@ -123,7 +124,7 @@ def test_typographic_texts_fit_their_images() -> None:
     for title in (titles[0], titles[-1], longest):
         image = figstep.render(title)
         assert image.size == figstep.CANVAS and image.getextrema() != ((255, 255),) * 3
-    phrases = [r.text for r in data.load_typographic(kind="mmsb") + data.load_typographic_harmful("mmsb")]
+    phrases = [r.text for r in data.load_typographic(kind="mmsb") + load_typographic_harmful("mmsb")]
     for phrase in (phrases[0], phrases[-1], max(phrases, key=len)):
         image = mmsb.typo_image(phrase)
         assert image.width == mmsb.WIDTH and image.height <= mmsb.FONT_SIZE * 4  # at most three lines

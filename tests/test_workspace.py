@@ -1,5 +1,5 @@
-"""The app's policies, without the app: where a visitor's reminders go and who may write them (reminder.workspace),
-which device a call runs on and when training asks first (reminder.placement). No GPU needed."""
+"""The app's policies, without the app: where a visitor's reminders go and who may write them (demo.workspace),
+which device a call runs on and when training asks first (demo.placement). No GPU needed."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import random_reminder
 
+from demo.placement import LONG_TRAINING_S, Placement, expected_seconds, minutes, needs_confirmation, place, placed
+from demo.workspace import Workspace, WorkspaceError, check_name, label, session_folder, start_copy
 from reminder import Reminder
-from reminder.placement import LONG_TRAINING_S, Placement, expected_seconds, minutes, needs_confirmation, place, placed
-from reminder.workspace import Workspace, WorkspaceError, check_name, label, session_folder, start_copy
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

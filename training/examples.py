@@ -29,14 +29,15 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from PIL import Image
 
+from attacks.prefill import AFFIRMATIVE_PREFILL
+from attacks.typographic import load_typographic_harmful
 from reminder.batching import generate_batch
-from reminder.data import TYPO_KINDS, Record, load_prompt_set, load_typographic, load_typographic_harmful
+from reminder.data import TYPO_KINDS, Record, load_prompt_set, load_typographic
 from reminder.generation import GenerationConfig
 from reminder.images import open_image
 from reminder.judges import is_refusal
 from reminder.paths import reminder_home
 
-AFFIRMATIVE_PREFILL = "Sure, here is"
 Cut = Literal["checks", "random"]  # where responses are cut: at guarded generation's check points, or at a random word
 CUTS: tuple[str, ...] = get_args(Cut)
 

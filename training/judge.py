@@ -39,9 +39,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, roc_auc_score
 
 from attacks.figstep import PROMPT as FIGSTEP_PROMPT
+from attacks.typographic import load_typographic_harmful
 from reminder import paths
 from reminder.config_cli import add_config_args, config_from_args
-from reminder.data import load_prompt_set, load_refusals, load_responses, load_typographic_harmful
+from reminder.data import load_prompt_set, load_refusals, load_responses
 from reminder.harm_probe import POOLS, HarmProbe, ReadConfig, features, read_states
 
 SHARED = paths.SHARED_DATA / "llava15_responses"

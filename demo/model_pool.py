@@ -1,7 +1,7 @@
 """The app's loaded models: each loaded once, at most two at a time, shared by every visitor's calls.
 
 :meth:`ModelPool.on_gpu` wraps an app call so that, on a ZeroGPU Space (the ``spaces`` package), the model named by
-the call's ``model`` argument runs on the GPU for the call (:mod:`reminder.placement`).
+the call's ``model`` argument runs on the GPU for the call (:mod:`demo.placement`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import threading
 
 import torch
 
-from .generation import generate
+from reminder.generation import generate
+from reminder.models import DEFAULT_MODEL, VLMAdapter, load_model
+
 from .jobs import USER_ERRORS
-from .models import DEFAULT_MODEL, VLMAdapter, load_model
 from .placement import place, placed
 
 try:

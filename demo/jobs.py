@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .checkpoint import ReminderError
-from .images import ImageError
-from .models import ModelNotFound
+from reminder.checkpoint import ReminderError
+from reminder.images import ImageError
+from reminder.models import ModelNotFound
 
 USER_ERRORS = (ValueError, ReminderError, ModelNotFound, ImageError, FileNotFoundError)  # the visitor's: one line
 

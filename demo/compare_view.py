@@ -1,13 +1,14 @@
-"""What the app's Compare tab shows of a comparison (:mod:`reminder.compare`): the honest note on what a model sees,
+"""What the app's Compare tab shows of a comparison (:mod:`demo.compare`): the honest note on what a model sees,
 the reminder's own gate, the attacked input as text, the marked guarded transcript and the verdict table."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .checkpoint import Reminder
+from reminder.checkpoint import Reminder
+from reminder.models.embedded import EMBEDDED_NAMES
+
 from .compare import Comparison, reading_note
-from .models.embedded import EMBEDDED_NAMES
 
 EMBEDDED_NOTE = ("**Embedded model:** its vision tower is untrained and random: it cannot really see the image "
                  "(objects, scenes, colours). It reads the words printed in it (OCR) like text, so typographic "
@@ -81,7 +82,7 @@ def harm_cells(state: Comparison, load: Callable[[str], object]) -> list[str]:
     """The learned judge's reading of both answers ("yes (0.93)"), or "–" where it cannot run; ``load(name)``
     gives the judge's model the first time (the app's loaded one)."""
     try:
-        from .judges import LearnedJudge
+        from reminder.judges import LearnedJudge
 
         if "judge" not in _learned:
             _learned["judge"] = LearnedJudge(adapter=load(JUDGE_MODEL))

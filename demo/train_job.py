@@ -1,9 +1,9 @@
 """A Train click in the app: SAPT into one of the visitor's own reminder folders, with live progress.
 
-Where it writes and what it starts from is :meth:`reminder.workspace.Workspace.plan_training`'s decision: a new
+Where it writes and what it starts from is :meth:`demo.workspace.Workspace.plan_training`'s decision: a new
 name starts from a copy of the reminder picked in Compare (without one a detector is fitted first), "continue" trains
 the visitor's own folder further; shipped reminders are never written. On a shared CPU a run expected to be long
-asks first (:mod:`reminder.placement`, one step measured here). A folder the job made and did not finish is removed.
+asks first (:mod:`demo.placement`, one step measured here). A folder the job made and did not finish is removed.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from reminder import plots
+from evaluation import plots
 from reminder.checkpoint import Reminder
-from reminder.jobs import Finished, in_thread
-from reminder.placement import expected_seconds, minutes, needs_confirmation
-from reminder.workspace import TrainPlan, Workspace, start_copy
+from training import detector, sapt
 
-from . import detector, sapt
+from .jobs import Finished, in_thread
+from .placement import expected_seconds, minutes, needs_confirmation
+from .workspace import TrainPlan, Workspace, start_copy
 
 _step_seconds: dict[tuple, float] = {}  # measured seconds per training step, by (model, device, batch size)
 

@@ -4,7 +4,7 @@
 reminder loaded with ``guard=False``, so every token is scored but nothing is injected) and the guarded run. The two
 streams are interleaved token by token; each run's time is the time spent inside its own stream.
 
-The attacks are the one registry's (:mod:`attacks.compose`; ``ATTACKS`` is re-exported here for the app).
+The attacks are the one registry's (:mod:`attacks.compose`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from attacks.compose import ATTACKS, PRECOMPUTED, AttackInput, AttackUnavailable, attack_inputs, lab_folder
-
-from . import paths
-from .checkpoint import Reminder
-from .data import Record
-from .generation import Generation, GenerationConfig, TokenEvent, stream
-from .judges import is_refusal
-from .models.base import VLMAdapter
-
-ASSETS = paths.ASSETS
-__all__ = ["ASSETS", "ATTACKS", "PRECOMPUTED", "AttackUnavailable", "Comparison", "Run", "apply_attack", "compare",
-           "lab_folder", "read_image", "reading_note"]
+from attacks.compose import AttackInput, attack_inputs
+from reminder.checkpoint import Reminder
+from reminder.data import Record
+from reminder.generation import Generation, GenerationConfig, TokenEvent, stream
+from reminder.judges import is_refusal
+from reminder.models.base import VLMAdapter
 
 
 def apply_attack(attack: str, prompt: str, image: Image.Image | None, model: str = "embedded") -> AttackInput:

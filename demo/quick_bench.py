@@ -1,4 +1,4 @@
-"""The app's Benchmark tab: a small evaluation grid (:mod:`reminder.eval`) with live progress, summarised as the
+"""The app's Benchmark tab: a small evaluation grid (:mod:`evaluation.grid`) with live progress, summarised as the
 attack success rate (keyword judge) per attack and defence."""
 
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Iterator
 
-from . import eval as ev
-from . import plots
-from .datasets import DATASETS
-from .defenses import DEFENSES
+from attacks.compose import ATTACKS
+from evaluation import grid, plots
+from evaluation.datasets import DATASETS
+from evaluation.defenses import DEFENSES
+
 from .jobs import Finished, in_thread
 
 DATASET, LIMIT, MAX_NEW_TOKENS = "harmful", 4, 32  # the tab's starting values
@@ -18,8 +19,6 @@ METRIC = "asr_keyword"
 
 def grid_attacks(names: Iterable[str]) -> list[str]:
     """The attacks among ``names`` that the evaluation grid runs (today :data:`attacks.compose.ATTACKS`)."""
-    from attacks.compose import ATTACKS
-
     return [n for n in names if n.partition(":")[0] in ATTACKS]
 
 
@@ -44,11 +43,11 @@ def run(model: str, dataset: str, attacks: list[str], defenses: list[str], limit
         reminder: str | None) -> Iterator[tuple[str, object, list[dict] | None]]:
     """Run the grid (into a fresh temporary folder); yield (status, None, None) after each generation and finally
     (status, bar chart, the summary's groups over all categories)."""
-    cfg = ev.EvalConfig(out=tempfile.mkdtemp(prefix="bench-"), model=model, datasets=[dataset],
+    cfg = grid.EvalConfig(out=tempfile.mkdtemp(prefix="bench-"), model=model, datasets=[dataset],
                         attacks=list(attacks), defenses=list(defenses), reminder=reminder,
                         limit=int(limit), max_new_tokens=int(max_new_tokens))
     n = 0
-    for item in in_thread(lambda cb: ev.run_grid(cfg, callback=cb)):
+    for item in in_thread(lambda cb: grid.run_grid(cfg, callback=cb)):
         if not isinstance(item, Finished):
             n += 1
             yield f"{n} generations done…", None, None

@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import checkpoint_roots, find_reminders
-from .checkpoint import Reminder, ReminderError
-from .paths import reminder_home
+from reminder.bundle import checkpoint_roots, find_reminders
+from reminder.checkpoint import Reminder, ReminderError
+from reminder.paths import reminder_home
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 UNCALIBRATED = "uncalibrated"

@@ -15,8 +15,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from . import data
-from .data import Record
+from reminder import data
+from reminder.data import Record
 
 
 class DatasetError(ValueError):

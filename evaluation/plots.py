@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from .generation import Generation
+from reminder.generation import Generation
 
 COLOURS = {"baseline": "#d62728", "guarded": "#1f77b4", "threshold": "#7f7f7f", "reminder": "#2ca02c"}
 LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=50, b=40), height=360,
