@@ -331,7 +331,7 @@ def train_tab(model, reminder) -> None:
 @gpu
 def run_benchmark(model: str, dataset: str, attacks: list[str], defenses: list[str], limit: float,
                   max_new_tokens: float, reminder: str | None, request: gr.Request = None):
-    """A small benchmark grid with live progress; ends with attack success rates per attack and defence."""
+    """A small evaluation grid with live progress; ends with attack success rates per attack and defence."""
     try:
         folder = str(workspace(request).resolve(reminder, model)) if reminder else None
         for status, fig, groups in quick_bench.run(model, dataset, attacks, defenses, limit, max_new_tokens, folder):

@@ -1,4 +1,4 @@
-"""Speed of the benchmark grid with batched plain decoding against one row at a time (``evaluation.grid``).
+"""Speed of the evaluation grid with batched plain decoding against one row at a time (``evaluation.grid``).
 
     python -m benchmarks.eval_batching [--model embedded] [--limit N] [--max-new-tokens 48] [--batch-size 8]
 

@@ -45,7 +45,7 @@ Cell = tuple[str, Record, str, str]  # (dataset, record, attack, defence): one g
 
 @dataclass
 class EvalConfig:
-    """One benchmark grid. ``datasets``/``attacks``/``defenses``/``judges``: registry names (``name:arg`` allowed)."""
+    """One evaluation grid. ``datasets``/``attacks``/``defenses``/``judges``: registry names (``name:arg`` allowed)."""
 
     out: str
     model: str = DEFAULT_MODEL

@@ -1,4 +1,4 @@
-"""Batched plain decoding (``reminder.batching``) and the benchmark grid's batches: the rows of one at a time."""
+"""Batched plain decoding (``reminder.batching``) and the evaluation grid's batches: the rows of one at a time."""
 
 from __future__ import annotations
 

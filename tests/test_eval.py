@@ -1,4 +1,4 @@
-"""Benchmark grid end to end on a tiny model (interrupt + resume), judges, datasets and defences."""
+"""The evaluation grid end to end on a tiny model (interrupt + resume), judges, datasets and defences."""
 
 from __future__ import annotations
 
