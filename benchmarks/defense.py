@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attacks.prefill import AFFIRMATIVE_PREFILL
+from attacks.compose import attack_inputs
 from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
@@ -54,15 +54,17 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
     benign = load_prompt_set("benign", "test")[:n_benign]
     start = time.perf_counter()
 
-    def guarded(records, prefill=""):
-        return [generate(adapter, r.prompt, prefill=prefill, reminder=rem, max_new_tokens=max_new_tokens)
-                for r in tqdm(records, desc=f"guarded{' + prefill' if prefill else ''}")]
+    def guarded(records, attack="none"):
+        """The records' guarded answers under ``attack`` of the one registry, and the inputs it made."""
+        inputs = [attack_inputs(attack, r, model) for r in records]
+        return inputs, [generate(adapter, a.prompt, a.image, a.prefill, reminder=rem, max_new_tokens=max_new_tokens)
+                        for a in tqdm(inputs, desc=f"guarded{'' if attack == 'none' else ' + ' + attack}")]
 
     plain_harmful = greedy_batch(adapter, [r.prompt for r in harmful], "", max_new_tokens)
     plain_ids = greedy_ids(adapter, [r.prompt for r in benign], "", max_new_tokens)
-    with_rem = guarded(harmful)
-    with_prefill = guarded(harmful, AFFIRMATIVE_PREFILL)
-    benign_rem = guarded(benign)
+    _, with_rem = guarded(harmful)
+    prefilled, with_prefill = guarded(harmful, "prefill")  # the registry's default prefill: "Sure, here is"
+    _, benign_rem = guarded(benign)
 
     cfg = DetectorConfig.of(rem)
     cfg.model, cfg.layer = model, rem.layer
@@ -85,8 +87,8 @@ def run(model: str = "embedded", reminder_dir: str = "checkpoints/embedded", n_h
         "harmful_refusal_prefill_reminder": rate([is_refusal(g.text) for g in with_prefill]),
         "harmful_unsafe_plain": unsafe_share(judge, asked, plain_harmful),
         "harmful_unsafe_reminder": unsafe_share(judge, asked, [g.text for g in with_rem]),
-        "harmful_unsafe_prefill_reminder": unsafe_share(judge, asked,
-                                                        [AFFIRMATIVE_PREFILL + g.text for g in with_prefill]),
+        "harmful_unsafe_prefill_reminder": unsafe_share(judge, asked, [a.prefill + g.text for a, g in
+                                                                       zip(prefilled, with_prefill, strict=True)]),
         "harmful_fired": rate([bool(g.injections) for g in with_rem]),
         "benign_fired": rate([bool(g.injections) for g in benign_rem]),
         "benign_identical": rate([g.token_ids == ids for g, ids in zip(benign_rem, plain_ids, strict=True)]),

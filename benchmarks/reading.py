@@ -81,22 +81,19 @@ def safebench_tiny(data: Path, limit: int) -> dict | None:
 
 def renders(split: str, limit: int, seed: int = 0) -> list[dict]:
     """Recall and seconds per image on FigStep / TYPO / SD+TYPO renders of our own prompts of ``split``."""
-    from attacks import figstep, mmsb
-    from attacks.examples import placeholder_picture
+    from attacks.compose import attack_inputs
     from reminder.data import load_prompt_set
     from reminder.reading import reader
 
     records = load_prompt_set("harmful", split) + load_prompt_set("benign", split)
     random.Random(seed).shuffle(records)
     records = records[:limit]
-    picture = placeholder_picture()
-    kinds = {"FigStep": figstep.render, "MM-SafetyBench TYPO": mmsb.typo_image,
-             "MM-SafetyBench SD+TYPO": lambda p: mmsb.sd_typo_image(picture, p)}
+    kinds = {"FigStep": "figstep", "MM-SafetyBench TYPO": "mmsb-typo", "MM-SafetyBench SD+TYPO": "mmsb-sd-typo"}
     out = []
     r = reader()
-    for name, render in kinds.items():
+    for name, attack in kinds.items():  # the one attack registry's images (SD+TYPO: above the drawn stand-in picture)
         reads, seconds = r.reads, r.seconds
-        pairs = [(rec.prompt, r.read(render(rec.prompt))) for rec in records]
+        pairs = [(rec.prompt, r.read(attack_inputs(attack, rec).image)) for rec in records]
         mean, share, low = recall_of(pairs)
         out.append({"set": f"{name} renders of our {split} prompts", "n": len(pairs), "recall": mean,
                     "share_ge_95": share, "min": low, "s_per_image": (r.seconds - seconds) / max(r.reads - reads, 1)})
