@@ -115,7 +115,7 @@ def harmful_cases(row: str, n: int, model: str) -> list[Case]:
 
 
 def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) -> list:
-    """Each case's greedy 96-token Generation: plain runs decoded in equal-length batches (the same tokens as
+    """Each case's greedy 96-token Generation: plain runs decoded in batches (the same tokens as
     :func:`reminder.generate`), guarded ones one at a time."""
     built = []
     for c in cases:

@@ -46,7 +46,7 @@ from reminder.config_cli import add_config_args, config_from_args
 from reminder.detector import Aggregate
 from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
-from .calibration import calibrate, calibrate_reminder, generation_checks
+from .calibration import calibrate, calibrate_reminder
 from .examples import Cut, image_id, image_paths
 from .features import probe_features
 from .llava import eval_llava
@@ -129,9 +129,8 @@ def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) ->
     uses its strength. Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion
     matrices on the validation and test splits, the search and the generation-level calibration).
     """
-    check, token, y, split = probe_features(adapter, cfg, soft)
+    check, token, y, split, gens = probe_features(adapter, cfg, soft, interval)
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
-    gens = generation_checks(adapter, soft, cfg, interval, cfg.layer)
     x_train, search = check.numpy()[tr], []
     for c in cfg.c:
         probe = fit_probe(x_train, y[tr], cfg.n_components, c, cfg.seed)

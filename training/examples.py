@@ -1,6 +1,6 @@
 """Training examples shared by the detector and SAPT: the model's own responses, cut into partial responses.
 
-* :func:`model_responses` generates greedy answers in batches of equal-length prompts (harmful ones after an affirmative
+* :func:`model_responses` generates greedy answers in batches (harmful ones after an affirmative
   prefill such as "Sure, here is"), cached in a JSONL file so reruns are fast.
 * :func:`cut_response` cuts a response at a random word boundary (about a third empty).
 * :func:`soft_batch` runs right-padded batches of prompt (with its image, if any) + partial response + soft prompt
@@ -29,7 +29,7 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from PIL import Image
 
-from reminder.batching import generate_batch
+from reminder.batching import CheckReading, CheckStates, generate_batch
 from reminder.data import TYPO_KINDS, Record, load_prompt_set, load_typographic, load_typographic_harmful
 from reminder.generation import GenerationConfig
 from reminder.images import open_image
@@ -91,11 +91,28 @@ def default_cache(adapter) -> Path:
     return reminder_home() / "responses" / f"{name}.jsonl"
 
 
+_READ_WHILE_DECODING: dict[tuple, CheckStates] = {}  # check states read as answers were generated (this process)
+
+
+def reading_key(reading: CheckReading, max_new_tokens: int) -> tuple:
+    """Names what a :class:`CheckReading` reads (the soft prompt by content) for answers of ``max_new_tokens``."""
+    soft = reading.soft.detach().float().cpu().contiguous()
+    return (hashlib.sha256(soft.numpy().tobytes()).hexdigest()[:16], reading.interval, reading.layer, reading.start,
+            max_new_tokens)
+
+
+def states_read(reading: CheckReading, max_new_tokens: int, answer: Answer) -> CheckStates | None:
+    """The check states read while ``answer`` was generated in this process through ``reading``, if it was."""
+    return _READ_WHILE_DECODING.get((reading_key(reading, max_new_tokens), answer.record.prompt, answer.prefill,
+                                     answer.image, answer.response))
+
+
 def model_responses(adapter, records: list[Record], prefill: str = "", max_new_tokens: int = 48,
                     batch_size: int = 64, cache: str | os.PathLike | None = None, progress: bool = True,
-                    image: str | Sequence[str] = "") -> list[str]:
+                    image: str | Sequence[str] = "", reading: CheckReading | None = None) -> list[str]:
     """The model's greedy responses (``prefill`` included) to ``records``' prompts, with ``image`` (a path, or one
-    path per record) in the user turn if given, cached by (model, prompt, prefill, length[, image content])."""
+    path per record) in the user turn if given, cached by (model, prompt, prefill, length[, image content]).
+    With ``reading``, the answers generated now also leave their check states for :func:`states_read`."""
     path = Path(cache) if cache else default_cache(adapter)
     images = [image] * len(records) if isinstance(image, str) else list(image)
     if len(images) != len(records):
@@ -108,16 +125,9 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
         return json.dumps([adapter.name, records[i].prompt, prefill, max_new_tokens, *extra])
 
     keys = [key(i) for i in range(len(records))]
-    known: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:  # a line cut short by a crash (or a concurrent writer) is skipped and regenerated
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            known[row["key"]] = row["response"]
+    known = _known_responses(path)
     todo = sorted({keys[i]: i for i in range(len(records)) if keys[i] not in known}.values(),
-                  key=lambda i: len(adapter.build(records[i].prompt, training_image(images[i]), prefill=prefill)))
+                  key=lambda i: (bool(images[i]), len(records[i].prompt)))  # similar lengths share a batch
     if todo:
         from tqdm.auto import tqdm
 
@@ -127,21 +137,49 @@ def model_responses(adapter, records: list[Record], prefill: str = "", max_new_t
         with open(path, "a") as f:
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i:i + batch_size]
-                texts = greedy_batch(adapter, [records[j].prompt for j in chunk], prefill, max_new_tokens,
-                                     [training_image(images[j]) for j in chunk])
-                for j, text in zip(chunk, texts, strict=True):
+                gens = greedy_generations(adapter, [records[j].prompt for j in chunk], prefill, max_new_tokens,
+                                          [training_image(images[j]) for j in chunk], reading)
+                for j, gen in zip(chunk, gens, strict=True):
+                    text = gen.text
                     known[keys[j]] = prefill + text
                     f.write(json.dumps({"key": keys[j], "response": prefill + text}) + "\n")
                     f.flush()  # one whole line per write, so concurrent runs never interleave inside a line
+                    if reading is not None:
+                        _READ_WHILE_DECODING[(reading_key(reading, max_new_tokens), records[j].prompt, prefill,
+                                              images[j], prefill + text)] = gen.check_states
                 bar.update(len(chunk))
         bar.close()
     return [known[k] for k in keys]
 
 
+_KNOWN: dict[Path, tuple[int, dict[str, str]]] = {}  # responses files read so far: (bytes read, key -> response)
+
+
+def _known_responses(path: Path) -> dict[str, str]:
+    """The responses cached in ``path`` (read once per process, then only what was appended since)."""
+    done, known = _KNOWN.get(path, (0, {}))
+    if not path.is_file() or path.stat().st_size < done:  # gone or rewritten: read it afresh
+        done, known = 0, {}
+    if path.is_file():
+        with open(path, "rb") as f:
+            f.seek(done)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        for line in data[:end].decode("utf-8").splitlines():
+            try:  # a line cut short by a crash (or a concurrent writer) is skipped and regenerated
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            known[row["key"]] = row["response"]
+        done += end
+    _KNOWN[path] = (done, known)
+    return known
+
+
 def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict[str, int | None] | None = None,
                        cache: str | os.PathLike | None = None, progress: bool = True,
                        openings: tuple[str, ...] = (), images: tuple[str, ...] = (),
-                       typographic: int | None = 0) -> list[Answer]:
+                       typographic: int | None = 0, reading: CheckReading | None = None) -> list[Answer]:
     """The model's answers to the ``split`` prompts, labelled: what the detector and SAPT learn from.
 
     Harmful prompts give one answer after the affirmative prefill, one unprompted and one after each of ``openings``
@@ -149,7 +187,8 @@ def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict
     many unprompted ones, and a refusal is not unsafe). Benign prompts give the model's own answer. Each of
     ``images`` (paths) adds the same conversations with that image in the user turn (harmful: after the prefill and
     unprompted). ``caps`` limits the prompts per set (``{"harmful": 20, "benign": 40}``). ``typographic`` (a cap per
-    kind, None: all) adds image conversations (:func:`typographic_answers`).
+    kind, None: all) adds image conversations (:func:`typographic_answers`). ``reading``: answers generated now
+    leave their check states (:func:`states_read`).
     """
     caps = caps or {}
     out: list[Answer] = []
@@ -158,17 +197,18 @@ def labelled_responses(adapter, split: str, max_new_tokens: int = 96, caps: dict
         runs = [(p, "") for p in prefills] + [(p, im) for im in images for p in prefills[:2]]
         for prefill, image in runs:
             responses = model_responses(adapter, records, prefill, max_new_tokens, cache=cache, progress=progress,
-                                        image=image)
+                                        image=image, reading=reading)
             for rec, resp in zip(records, responses, strict=True):
                 if name == "benign" or not is_refusal(resp):
                     out.append(Answer(rec, prefill, resp, int(name == "harmful"), image))
     if typographic != 0:
-        out += typographic_answers(adapter, split, typographic, max_new_tokens, cache, progress)
+        out += typographic_answers(adapter, split, typographic, max_new_tokens, cache, progress, reading)
     return out
 
 
 def typographic_answers(adapter, split: str, cap: int | None, max_new_tokens: int = 96,
-                        cache: str | os.PathLike | None = None, progress: bool = True) -> list[Answer]:
+                        cache: str | os.PathLike | None = None, progress: bool = True,
+                        reading: CheckReading | None = None) -> list[Answer]:
     """Image conversations of ``split`` (at most ``cap`` per kind): the project's harmful prompts as FigStep, TYPO and
     SD+TYPO renders with each attack's official prompt (answers that do not refuse are unsafe), and the benign
     typographic set and benign prompts with a wordless picture (safe)."""
@@ -190,7 +230,7 @@ def typographic_answers(adapter, split: str, cap: int | None, max_new_tokens: in
     out = []
     for records, images, unsafe in runs:
         responses = model_responses(adapter, records, "", max_new_tokens, cache=cache, progress=progress,
-                                    image=images)
+                                    image=images, reading=reading)
         out += [Answer(r, "", resp, unsafe, im) for r, resp, im in zip(records, responses, images, strict=True)
                 if not (unsafe and is_refusal(resp))]
     return out
@@ -198,25 +238,27 @@ def typographic_answers(adapter, split: str, cap: int | None, max_new_tokens: in
 
 def greedy_batch(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
                  image: Image.Image | None | Sequence[Image.Image | None] = None) -> list[str]:
-    """Greedy continuations of several prompts at once: one string each (see :func:`greedy_ids`)."""
-    return [adapter.tokenizer.decode(ids, skip_special_tokens=True)
-            for ids in greedy_ids(adapter, prompts, prefill, max_new_tokens, image)]
+    """Greedy continuations of several prompts at once: one string each (see :func:`greedy_generations`)."""
+    return [g.text for g in greedy_generations(adapter, prompts, prefill, max_new_tokens, image)]
 
 
 def greedy_ids(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
                image: Image.Image | None | Sequence[Image.Image | None] = None) -> list[list[int]]:
-    """Greedy token ids (EOS excluded) for several prompts (each with ``image``, or its own of a list), the same tokens
-    :func:`reminder.generate` picks.
+    """Greedy token ids (EOS excluded) for several prompts (see :func:`greedy_generations`)."""
+    return [g.token_ids for g in greedy_generations(adapter, prompts, prefill, max_new_tokens, image)]
 
-    Prompts of one token length are decoded together (:func:`reminder.batching.generate_batch`), so no batch needs
-    padding (a padded attention mask sends SDPA to a several-times slower path on CPU).
-    """
+
+def greedy_generations(adapter, prompts: list[str], prefill: str = "", max_new_tokens: int = 48,
+                       image: Image.Image | None | Sequence[Image.Image | None] = None,
+                       reading: CheckReading | None = None) -> list:
+    """Greedy Generations for several prompts (each with ``image``, or its own of a list), the tokens
+    :func:`reminder.generate` picks, decoded together in batches padded on the left
+    (:func:`reminder.batching.generate_batch`; ``reading``: check states read on the way)."""
     with torch.inference_mode():
         images = image if isinstance(image, (list, tuple)) else [image] * len(prompts)
         encoded = [adapter.encode(adapter.build(p, im, prefill=prefill)) for p, im in zip(prompts, images, strict=True)]
-    gens = generate_batch(adapter, encoded, config=GenerationConfig(max_new_tokens=max_new_tokens),
-                          batch_size=max(len(prompts), 1))
-    return [g.token_ids for g in gens]
+    return generate_batch(adapter, encoded, config=GenerationConfig(max_new_tokens=max_new_tokens),
+                          batch_size=max(len(prompts), 1), reading=reading)
 
 
 _WORD_END = re.compile(r"\S(?=\s)")
