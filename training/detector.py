@@ -70,7 +70,8 @@ class DetectorConfig:
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations (see load_pairs)
-    typographic: int = 0  # image conversations per kind and split (training.examples.typographic_answers; -1: all)
+    typographic: int = 0  # image conversations per kind and split (training.examples.image_conversations; -1: all)
+    adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     prompt_from: str | None = None  # read through this reminder's (trained) soft prompt instead of the initial one
     train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
@@ -86,6 +87,7 @@ class DetectorConfig:
         self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
         self.openings = tuple(self.openings)
         self.images = image_paths(self.images)
+        self.adversarial = image_paths(self.adversarial)
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:
@@ -174,7 +176,8 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
         soft = soft_prompt(adapter.dtype, adapter.device)
     detectors, threshold, metrics = fit(adapter, soft, cfg, cfg.interval)
     meta |= {"detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"}
-             | {"image_ids": [image_id(p) for p in cfg.images]},
+             | {"image_ids": [image_id(p) for p in cfg.images],
+                "adversarial_ids": [image_id(p) for p in cfg.adversarial]},
              "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate,

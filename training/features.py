@@ -52,7 +52,8 @@ def split_answers(adapter, cfg: DetectorConfig, split: str, soft: torch.Tensor |
     reading = None if soft is None else CheckReading(soft, cfg.interval, cfg.layer, cfg.check_start)
     return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
                               openings=cfg.openings if train else (), images=cfg.images if train else (),
-                              typographic=None if cfg.typographic < 0 else cfg.typographic, reading=reading)
+                              typographic=None if cfg.typographic < 0 else cfg.typographic, reading=reading,
+                              adversarial=cfg.adversarial)
 
 
 @dataclass
