@@ -188,4 +188,4 @@ def _generation(adapter: VLMAdapter, ids: list[int], scores: list[float] | None,
         piece, decoded = text_piece(adapter.tokenizer, ids[:n], decoded)
         pieces.append(piece)
     return Generation(decoded, ids, pieces, scores, generate_seconds=seconds, prompt_tokens=prompt_tokens,
-                      model=adapter.name, mode=cfg.mode)
+                      model=adapter.name, mode=cfg.mode or "continue")

@@ -44,7 +44,7 @@ class GenerationConfig:
     interval: int | None = None
     threshold: float | None = None
     guard: bool = True  # False: score tokens with the reminder's probe but never check or inject
-    mode: Literal["continue", "rollback", "regenerate"] = "continue"
+    mode: Literal["continue", "rollback", "regenerate"] | None = None  # None: the reminder's own (Reminder.mode)
     check: Literal["fused", "separate", "reencode"] = "fused"
     max_injections: int = 1
     ignore_eos: bool = False  # keep decoding past end-of-turn (fixed-length benchmarks)
@@ -163,6 +163,7 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     guarded = reminder is not None and cfg.guard
     interval = (cfg.interval or (reminder.interval if reminder else 16)) if guarded else 0
     threshold = cfg.threshold if cfg.threshold is not None else (reminder.threshold if reminder else 1.0)
+    mode = cfg.mode or (reminder.mode if reminder else "continue")
     layer = reminder.layer if reminder else -1
     token_probe = reminder.token_probe() if reminder else None
     soft = reminder.soft_prompt(adapter.dtype, adapter.device) if reminder else None
@@ -186,7 +187,7 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
         check_logits.append(float(reminder.detector.logit(h_check)))
         p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
         fired = p >= threshold
-        back = safe if fired and cfg.mode == "rollback" and safe < len(ids) else None
+        back = safe if fired and mode == "rollback" and safe < len(ids) else None
         checks.append(CheckEvent(len(ids), p, fired, back))
         safe = safe if fired else len(ids)
         return checks[-1]
@@ -209,7 +210,7 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
                 del scores[back:]
             decoded, soft_last = kept, None
         injections.append(len(ids))
-        if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
+        if mode == "regenerate":  # official: answer again from prompt + reminder
             _truncate(cache, len(prompt))
             soft_last = None
         if soft_last is None:
@@ -279,7 +280,7 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
         positions = adapter.positions(cache.get_seq_length() + delta, 1)
     seconds = time.perf_counter() - start
 
-    yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, cfg.mode,
+    yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, mode,
                      retracted)
 
 
