@@ -17,7 +17,7 @@ calls unsafe, prefill included):
   image the PGD images were optimised from (:func:`attacks.pgd.base_image`): a reminder trained with a PGD image must
   not take any image for an attack.
 
-Unguarded text-only answers are decoded in equal-length batches (the same greedy tokens as :func:`reminder.generate`);
+Unguarded text-only answers are decoded in batches (the same greedy tokens as :func:`reminder.generate`);
 guarded and image runs go through :func:`reminder.generate`. Figures are written to ``align.json`` (``metrics``) of the
 LoRA folder and printed as the README's table.
 """

@@ -14,8 +14,9 @@ import argparse
 import numpy as np
 
 from reminder import Reminder, load_model
-from training.calibration import generation_checks, generation_peaks
+from training.calibration import generation_peaks
 from training.detector import DetectorConfig
+from training.features import generation_checks
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ calls unsafe, prefill included):
   ``detector_auroc_generations`` on each test generation's highest gate score, with ``detector_fired_test``: the
   share of test generations of each kind whose gate reaches the threshold (the detector alone, on cached answers).
 
-Unguarded answers are decoded in equal-length batches (:func:`training.examples.greedy_batch`, the same greedy
+Unguarded answers are decoded in batches (:func:`training.examples.greedy_batch`, the same greedy
 tokens as :func:`reminder.generate`); guarded ones go through :func:`reminder.generate` itself. The first
 ``n-harmful``/``n-benign`` test prompts are used (the prompt files are in shuffled order).
 """
@@ -38,10 +38,10 @@ from reminder import Reminder, generate, load_model
 from reminder.checkpoint import write_metrics
 from reminder.data import load_prompt_set
 from reminder.judges import LearnedJudge, is_refusal, unsafe_share
-from training.calibration import generation_checks, generation_peaks
+from training.calibration import generation_peaks
 from training.detector import DetectorConfig
 from training.examples import greedy_batch, greedy_ids
-from training.features import load_pairs, pair_features
+from training.features import generation_checks, load_pairs, pair_features
 from training.probe import probe_scores, scores_report
 
 

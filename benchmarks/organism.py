@@ -106,14 +106,15 @@ def harmful_cases(row: str, n: int, model: str) -> list[Case]:
     return attacked(row, (tiny(range(1, 8))[:n] if row in ("none", "figstep") else []) + test, model)
 
 
-def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str) -> list:
-    """Each case's greedy 96-token Generation: plain runs decoded in equal-length batches (the same tokens as
-    :func:`reminder.generate`), guarded ones one at a time."""
+def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str,
+              config: GenerationConfig | None = None) -> list:
+    """Each case's greedy Generation (``config``: 96 new tokens by default): plain runs decoded in batches (the same
+    tokens as :func:`reminder.generate`), guarded ones one at a time."""
     built = []
     for c in cases:
         image = open_image(c.image)[0] if isinstance(c.image, (str, Path)) else c.image
         built.append(adapter.build(c.prompt, image, c.prefill))
-    config = GenerationConfig(max_new_tokens=96)
+    config = config or GenerationConfig(max_new_tokens=96)
     if reminder is None:
         with torch.inference_mode():
             encoded = [adapter.encode(b) for b in built]

@@ -20,7 +20,7 @@ from PIL import Image
 from attacks.compose import AttackInput, attack_inputs
 from reminder.checkpoint import Reminder
 from reminder.data import Record
-from reminder.generation import Generation, GenerationConfig, TokenEvent, stream
+from reminder.generation import CheckEvent, Generation, GenerationConfig, TokenEvent, stream
 from reminder.judges import is_refusal
 from reminder.models.base import VLMAdapter
 
@@ -58,6 +58,7 @@ class Run:
 
     text: str = ""
     scores: list[float] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # the text of each token so far
     seconds: float = 0.0
     first_token_seconds: float | None = None
     result: Generation | None = None
@@ -132,7 +133,12 @@ def compare(adapter: VLMAdapter, prompt: str, image: Image.Image | None = None, 
             if isinstance(event, TokenEvent):
                 run.first_token_seconds = run.first_token_seconds or run.seconds
                 run.text += event.text
+                run.pieces.append(event.text)
                 run.scores.append(event.p_unsafe)
+                yield state
+            elif isinstance(event, CheckEvent) and event.resumes_at is not None:  # rollback: tokens withdrawn
+                del run.pieces[event.resumes_at:], run.scores[event.resumes_at:]
+                run.text = "".join(run.pieces)
                 yield state
             elif isinstance(event, Generation):
                 run.result, run.text = event, event.text

@@ -21,7 +21,9 @@ JUDGE_MODEL = "embedded"  # the learned judge's own model (checkpoints/judge)
 
 PREFILL = "prefill (the attack's text)"
 READ = "read from the image"
-TRANSCRIPT_COLOURS = {READ: "gray", PREFILL: "red", "reminder injected": "green", "after the reminder": "blue"}
+WITHDRAWN = "withdrawn when the reminder fired"
+TRANSCRIPT_COLOURS = {READ: "gray", PREFILL: "red", WITHDRAWN: "orange", "reminder injected": "green",
+                      "after the reminder": "blue"}
 
 
 def reads_printed_words(model: str) -> bool:
@@ -65,12 +67,15 @@ def first_status(image_note: str, state: Comparison) -> str:
 
 def highlighted(result, prefill: str = "", image_text: str | None = None) -> list[tuple[str, str | None]]:
     """The guarded transcript: what the model read in the image (a reading model only), the answer's forced start
-    (the attack's prefill, marked as such), then the model's text with a marker where the reminder entered."""
+    (the attack's prefill, marked as such), then the model's text with a marker where the reminder entered (after
+    the text a rollback withdrew there, marked as such)."""
     segs = result.segments()
+    withdrawn = list(getattr(result, "retracted", []))
     out: list[tuple[str, str | None]] = [(f"[{image_text or 'no words'}] ", READ)] if image_text is not None else []
     out += [(prefill, PREFILL)] if prefill else []
     out.append((segs[0], None))
-    for seg in segs[1:]:
+    for i, seg in enumerate(segs[1:]):
+        out += [(withdrawn[i], WITHDRAWN)] if i < len(withdrawn) and withdrawn[i] else []
         out += [(" ⟨reminder⟩ ", "reminder injected"), (seg, "after the reminder")]
     return out
 

@@ -1,8 +1,11 @@
 """Defences compared in the benchmark, one registry. Each has ``apply(adapter, record, inputs, reminder, config)``.
 
 ``none``            the attacked inputs as they are (with a reminder, its probe still scores every token).
-``reminder``        SAPT guarded generation: the soft prompt enters the context when the detector fires, decoding
-                    continues from it (``continue`` mode).
+``reminder``        SAPT guarded generation: the soft prompt enters the context when the detector fires, in the
+                    reminder's own mode (``Reminder.mode``).
+``reminder-continue`` decoding continues from the reminder where it fired.
+``reminder-rollback`` when it fires, the tokens after the last check that passed are withdrawn and the reminder
+                    enters there.
 ``reminder-regenerate`` the official mode: when it fires, the answer restarts from prompt + reminder.
 ``self-reminder``   Xie et al. 2023: a responsible-AI system prompt and a reminder suffix on the user turn.
 ``prompt-tuning``   the same soft prompt, always present: inserted before the assistant turn instead of injected.
@@ -65,14 +68,15 @@ class Defense:
 
 
 class SafetyReminder(Defense):
-    """Guarded generation with the trained reminder, in ``continue`` or the official ``regenerate`` mode."""
+    """Guarded generation with the trained reminder, in ``continue``, ``rollback`` or the official ``regenerate``
+    mode."""
 
     needs_reminder = True
     guarded = True
 
-    def __init__(self, mode: str = "continue"):
+    def __init__(self, mode: str | None = None):
         self.mode = mode
-        self.name = "reminder" if mode == "continue" else f"reminder-{mode}"
+        self.name = "reminder" if mode is None else f"reminder-{mode}"
 
     def generate(self, adapter, prompt, reminder, config):
         cfg = dataclasses.replace(config, guard=True, mode=self.mode)
@@ -160,7 +164,8 @@ class _SoftPrompted:
 
 
 DEFENSES: dict[str, Defense] = {d.name: d for d in (
-    Defense(), SafetyReminder("continue"), SafetyReminder("regenerate"), SelfReminder(), PromptTuning(),
+    Defense(), SafetyReminder(), SafetyReminder("continue"), SafetyReminder("rollback"), SafetyReminder("regenerate"),
+    SelfReminder(), PromptTuning(),
     TextReminder())}
 
 

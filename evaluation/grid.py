@@ -4,7 +4,7 @@
         --defense none,reminder,self-reminder --limit 50 --out results/run1 --reminder checkpoints/embedded
 
 Unguarded defences (``none``, ``self-reminder``, ``prompt-tuning``) are decoded in batches of up to ``--batch-size``
-prompts of one token length (:mod:`reminder.batching`; the same tokens as one at a time, greedy); guarded ones run
+prompts, padded on the left (:mod:`reminder.batching`; the same tokens as one at a time, greedy); guarded ones run
 one row at a time. A batched row's ``seconds`` and ``generate_seconds`` are its batch's shared evenly among its
 rows (``batch_size`` says how many): compare latencies with ``--batch-size 1``.
 
@@ -116,15 +116,15 @@ def plain_prompt(adapter: VLMAdapter, cell: Cell, reminder: Reminder | None) -> 
 
 def plan(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None, batch_size: int) -> list[list[int]]:
     """Units of work over ``cells`` (indices), in grid order: a guarded cell alone, unguarded ones in batches of up to
-    ``batch_size`` prompts of one token length (each prompt is built here to measure it, and again when it runs)."""
-    keys = [("row", i) if batch_size == 1 or get_defense(cell[3]).guarded
-            else ("length", len(plain_prompt(adapter, cell, reminder)[2])) for i, cell in enumerate(cells)]
+    ``batch_size`` (:func:`reminder.batching.generate_batch` pads prompts of different lengths)."""
+    keys = [("row", i) if batch_size == 1 or get_defense(cell[3]).guarded else ("plain",)
+            for i, cell in enumerate(cells)]
     return batches(keys, batch_size)
 
 
 def run_batch(adapter: VLMAdapter, cells: list[Cell], reminder: Reminder | None, gen_cfg: GenerationConfig,
               judges: dict) -> Iterator[dict]:
-    """Unguarded cells whose prompts have one length, decoded together; yields the rows :func:`run_row` gives (each
+    """Unguarded cells decoded together; yields the rows :func:`run_row` gives (each
     judged as it is yielded), timings aside: the batch's, shared evenly among its rows."""
     start = time.perf_counter()
     built = [plain_prompt(adapter, cell, reminder) for cell in cells]

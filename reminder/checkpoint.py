@@ -5,8 +5,8 @@ Layout (the only place that reads or writes it)::
     soft_prompt.safetensors   {"prompt_embeddings": [n, d]}       peft's prompt-tuning layout
     adapter_config.json       peft PromptTuningConfig
     detector.safetensors      {"check.*": probe at the last soft-prompt token, "token.*": per-token probe}
-    reminder.json             model, hidden size, layer, interval, check_start, check_end, threshold, training
-                              metadata, metrics
+    reminder.json             model, hidden size, layer, interval, check_start, check_end, mode, threshold,
+                              training metadata, metrics
 
 Only safetensors are read. The official SAPT code's ``.pth`` soft prompts (one key ``embedding.weight``) can be
 imported with :func:`import_official_soft_prompt`, which loads them with ``weights_only=True``.
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from .detector import AGGREGATES, Detector
 from .soft_prompt import DEFAULT_INIT_TEXT, SoftPrompt
 
+MODES = ("continue", "rollback", "regenerate")  # what guarded generation does when the reminder fires
 FILES = ("soft_prompt.safetensors", "adapter_config.json", "detector.safetensors", "reminder.json")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".pickle", ".ckpt")
 
@@ -52,6 +53,7 @@ class Reminder:
     aggregate: str = "last"  # how checks combine into the gate's score (reminder.detector.gate)
     check_start: bool = False  # also check before the first generated token (on the prompt and any prefill)
     check_end: bool = False  # also check an answer that ends between check points, before it ends
+    mode: str = "continue"  # when it fires: go on from it, roll back to the last check that passed, or regenerate
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,7 +94,7 @@ class Reminder:
         info = {"model": self.model, "hidden_size": self.hidden_size, "n_tokens": self.soft_prompt.n_tokens,
                 "layer": self.layer, "interval": self.interval, "threshold": self.threshold,
                 "aggregate": self.aggregate, "check_start": self.check_start,
-                "check_end": self.check_end, **self.meta}
+                "check_end": self.check_end, "mode": self.mode, **self.meta}
         (tmp / "reminder.json").write_text(json.dumps(info, indent=2, default=str))
 
     @classmethod
@@ -120,8 +122,10 @@ class Reminder:
         if detector.hidden_size != prompt.shape[-1]:
             raise ReminderError(f"{folder}: detector and soft prompt disagree on the hidden size")
         core = {k: info.pop(k) for k in ("model", "layer", "interval", "threshold", "aggregate", "check_start",
-                                              "check_end")
+                                              "check_end", "mode")
                 if k in info}
+        if core.get("mode", "continue") not in MODES:
+            raise ReminderError(f"{folder}: unknown mode {core['mode']!r} (known: {', '.join(MODES)})")
         if core.get("aggregate", "last") not in AGGREGATES:
             raise ReminderError(f"{folder}: unknown gate aggregate {core['aggregate']!r} "
                                 f"(known: {', '.join(AGGREGATES)})")

@@ -154,7 +154,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--mode", choices=("continue", "regenerate"), default="continue")
+    g.add_argument("--mode", choices=("continue", "rollback", "regenerate"),
+                   help="when the reminder fires: go on from it, withdraw the tokens since the last check that "
+                        "passed (rollback), or restart the answer (regenerate, the official mode); default: the "
+                        "reminder's own")
     g.add_argument("--json", action="store_true")
     g.add_argument("--input", help="batch: JSONL of {id, prompt, image?, prefill?}")
     g.add_argument("--output", help="batch: JSONL results")

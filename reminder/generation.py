@@ -3,9 +3,10 @@
 A check runs the soft-prompt vectors on top of the KV cache and reads the detector at the last of them. In the
 default ``fused`` check they ride in the same forward as the next real token: the real token comes first, so the
 causal mask already hides the soft tokens from it, and its logits are those of a plain decode step. If
-P(unsafe) >= threshold the reminder stays in the context and decoding continues from its last vector (or, in the
-official ``regenerate`` mode, restarts the answer from prompt + reminder); otherwise the cache is cropped back so
-the reminder leaves no trace. ``separate`` runs the check as its own few-token forward, ``reencode`` re-encodes the
+P(unsafe) >= threshold the reminder stays in the context and decoding continues from its last vector (``rollback``:
+the tokens after the last check that passed are withdrawn and the reminder enters there; the official
+``regenerate`` mode restarts the answer from prompt + reminder); otherwise the cache is cropped back so the reminder
+leaves no trace. ``separate`` runs the check as its own few-token forward, ``reencode`` re-encodes the
 whole sequence without cache as the official code does (kept for the overhead benchmark). A reminder with
 ``check_start`` is checked once more before the first token: the prompt is decode step 0, so that check rides in the
 prompt's own forward. One with ``check_end`` also reads an answer that ends between check points (the model picked
@@ -43,7 +44,7 @@ class GenerationConfig:
     interval: int | None = None
     threshold: float | None = None
     guard: bool = True  # False: score tokens with the reminder's probe but never check or inject
-    mode: Literal["continue", "regenerate"] = "continue"
+    mode: Literal["continue", "rollback", "regenerate"] | None = None  # None: the reminder's own (Reminder.mode)
     check: Literal["fused", "separate", "reencode"] = "fused"
     max_injections: int = 1
     ignore_eos: bool = False  # keep decoding past end-of-turn (fixed-length benchmarks)
@@ -61,16 +62,20 @@ class TokenEvent:
 
 @dataclass
 class CheckEvent:
-    """A reminder check after ``at`` generated tokens; ``p_unsafe`` is the gate's score (see ``Reminder.aggregate``)."""
+    """A reminder check after ``at`` generated tokens; ``p_unsafe`` is the gate's score (see ``Reminder.aggregate``).
+    ``resumes_at``: in ``rollback`` mode, where a check that fired takes the answer back to (the tokens after it are
+    withdrawn; the reminder enters there)."""
 
     at: int
     p_unsafe: float
     fired: bool
+    resumes_at: int | None = None
 
 
 @dataclass
 class Generation:
-    """A finished generation. ``injections``: token indices where the reminder entered the context."""
+    """A finished generation. ``injections``: token indices where the reminder entered the context; ``retracted``:
+    the text each rollback withdrew (``rollback`` mode: it is not in ``text``)."""
 
     text: str
     token_ids: list[int]
@@ -82,6 +87,7 @@ class Generation:
     prompt_tokens: int = 0
     model: str = ""
     mode: str = "continue"
+    retracted: list[str] = field(default_factory=list)
 
     @property
     def answer(self) -> str:
@@ -157,6 +163,7 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     guarded = reminder is not None and cfg.guard
     interval = (cfg.interval or (reminder.interval if reminder else 16)) if guarded else 0
     threshold = cfg.threshold if cfg.threshold is not None else (reminder.threshold if reminder else 1.0)
+    mode = cfg.mode or (reminder.mode if reminder else "continue")
     layer = reminder.layer if reminder else -1
     token_probe = reminder.token_probe() if reminder else None
     soft = reminder.soft_prompt(adapter.dtype, adapter.device) if reminder else None
@@ -171,11 +178,18 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     injections: list[int] = []
     decoded = ""
 
+    safe = 0  # generated tokens at the last check that did not fire (rollback mode goes back there)
+    retracted: list[str] = []
+
     def score(h_check: torch.Tensor) -> CheckEvent:
         """Gate the check probe's reading of hidden state [d] with the earlier checks; record the check."""
+        nonlocal safe
         check_logits.append(float(reminder.detector.logit(h_check)))
         p = float(gate(torch.tensor(check_logits), reminder.aggregate)[-1])
-        checks.append(CheckEvent(len(ids), p, p >= threshold))
+        fired = p >= threshold
+        back = safe if fired and mode == "rollback" and safe < len(ids) else None
+        checks.append(CheckEvent(len(ids), p, fired, back))
+        safe = safe if fired else len(ids)
         return checks[-1]
 
     def soft_on_cache() -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,8 +199,18 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
     def inject(soft_last: torch.Tensor | None) -> torch.Tensor:
         """Keep the reminder in the context (its last vector's final state [1, d], if already in the cache) and
         return the logits [1, V] the answer goes on from."""
+        nonlocal decoded
+        back = checks[-1].resumes_at
+        if back is not None:  # rollback: withdraw the tokens after the last check that passed, remind there
+            _truncate(cache, len(prompt) + back)
+            kept = adapter.tokenizer.decode(ids[:back], skip_special_tokens=True)
+            retracted.append(decoded[len(kept):])
+            del ids[back:], pieces[back:]
+            if scores is not None:
+                del scores[back:]
+            decoded, soft_last = kept, None
         injections.append(len(ids))
-        if cfg.mode == "regenerate":  # official: answer again from prompt + reminder
+        if mode == "regenerate":  # official: answer again from prompt + reminder
             _truncate(cache, len(prompt))
             soft_last = None
         if soft_last is None:
@@ -256,7 +280,8 @@ def _stream(adapter: VLMAdapter, prompt: Prompt, reminder: Reminder | None,
         positions = adapter.positions(cache.get_seq_length() + delta, 1)
     seconds = time.perf_counter() - start
 
-    yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, cfg.mode)
+    yield Generation(decoded, ids, pieces, scores, checks, injections, seconds, len(prompt), adapter.name, mode,
+                     retracted)
 
 
 def generate(adapter: VLMAdapter, prompt: str | Prompt, image: Image.Image | None = None, prefill: str = "",

@@ -19,15 +19,20 @@ up to :attr:`ReadingConfig.min_side`. Time is bounded by that size, by :attr:`Re
 :attr:`ReadingConfig.max_line_px` (recognition stops once that much text is read, in reading order).
 
 Readings are cached by image content (a hash of the RGB pixels): the same image gives the same text and is never
-read twice in a process. The OCR engine is loaded lazily, once.
+read twice in a process. Training also keeps them on disk (:meth:`Reader.keep_on_disk`), so the recipe's later steps
+and reruns never read a training image again; the app does not (a visitor's upload is never written down). The OCR
+engine is loaded lazily, once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -86,6 +91,25 @@ class Reader:
         self._engine = None
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._disk: Path | None = None  # readings kept on disk too (JSON lines), see keep_on_disk
+
+    def keep_on_disk(self, folder: str | os.PathLike) -> Path:
+        """Keep readings in ``folder`` too (a JSON-lines file per reading configuration, appended a whole line at a
+        time): those already there are loaded now, new ones are added as they are read. Returns the file."""
+        path = Path(folder) / f"{hashlib.sha256(self.config.id.encode()).hexdigest()[:16]}.jsonl"
+        with self._lock:
+            if path == self._disk:
+                return path
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    try:  # a line cut short by a crash is skipped (that image is read again)
+                        row = json.loads(line)
+                        self._cache[row["key"]] = row["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._disk = path
+        return path
 
     def engine(self):
         """The OCR engine, loaded on first use (about 1 s)."""
@@ -131,6 +155,9 @@ class Reader:
             self._cache[key] = text
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
+            if self._disk is not None:
+                with open(self._disk, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "text": text}) + "\n")
             return text
 
     def cached(self, image: Image.Image) -> bool:

@@ -322,3 +322,14 @@ def test_the_guarded_transcript_marks_the_reading_the_prefill_and_the_reminder()
                       (" ⟨reminder⟩ ", "reminder injected"), (" Sorry, no.", "after the reminder")]
     assert view.highlighted(result, "", "")[0] == ("[no words] ", view.READ)  # a reading model, no words in the image
     assert view.highlighted(result)[0] == ("Sure thing.", None)  # no image, or a model that reads with its own tower
+
+
+def test_the_guarded_transcript_marks_what_a_rollback_withdrew():
+    from reminder import compare_view as view
+    from reminder.generation import Generation
+
+    result = Generation("Steps: Sorry, no.", [1, 2, 3], ["Steps:", " Sorry,", " no."], None, injections=[1],
+                        mode="rollback", retracted=[" 1. Buy the"])
+    assert view.highlighted(result) == [("Steps:", None), (" 1. Buy the", view.WITHDRAWN),
+                                        (" ⟨reminder⟩ ", "reminder injected"), (" Sorry, no.", "after the reminder")]
+    assert view.WITHDRAWN in view.TRANSCRIPT_COLOURS

@@ -12,7 +12,7 @@ from PIL import Image
 
 from evaluation.grid import EvalConfig, main, read_rows, row_key, run_grid
 from reminder import GenerationConfig, generate
-from reminder.batching import batches, generate_batch
+from reminder.batching import CheckReading, batches, generate_batch
 from reminder.models.tiny import FAMILIES
 
 TIMINGS = ("generate_seconds", "seconds", "seconds_per_token", "batch_size")
@@ -105,3 +105,29 @@ def test_grid_batches_give_the_same_rows_and_resume(tiny_models, tiny_folders, t
         a, b = ({k: v for k, v in row.items() if k not in TIMINGS and k != "harm_scores"} for row in (one[key], r))
         assert a == b, key
         assert r["harm_scores"] == pytest.approx(one[key]["harm_scores"], abs=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_check_reading_while_decoding_matches_a_forward_from_scratch(tiny_models, family) -> None:
+    """Training reads its check states while it decodes (the soft prompt rides on the cache, then is cropped): the
+    answers stay those of plain decoding, and each state equals a cache-free forward of prompt + the first k tokens
+    + soft prompt (check) and the state at the k-th token (token), at every check point the answer reaches."""
+    adapter = tiny_models[family]
+    prompts = _prompts(adapter)
+    with torch.inference_mode():
+        encoded = [adapter.encode(p) for p in prompts]
+    soft = torch.randn(1, 3, adapter.hidden_size, dtype=adapter.dtype)
+    cfg = GenerationConfig(max_new_tokens=9, guard=False)
+    plain = generate_batch(adapter, encoded, config=cfg, batch_size=8)
+    read = generate_batch(adapter, encoded, config=cfg, batch_size=8,
+                          reading=CheckReading(soft, interval=4, start=True))
+    assert [g.token_ids for g in plain] == [g.token_ids for g in read]
+    for enc, g in zip(encoded, read, strict=True):
+        states = g.check_states
+        assert states.points == [k for k in (0, 4, 8) if k <= len(g.token_ids)]
+        for k, check, token in zip(states.points, states.check, states.token, strict=True):
+            ids = torch.tensor([g.token_ids[:k]], dtype=torch.long)
+            with torch.inference_mode():
+                _, hid = adapter.forward(*adapter.extend(enc, ids, soft))
+            assert torch.allclose(check, hid[0, -1], atol=1e-4)
+            assert torch.allclose(token, hid[0, len(enc) + k - 1], atol=1e-4)

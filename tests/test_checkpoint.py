@@ -18,7 +18,7 @@ from reminder.checkpoint import import_official_soft_prompt
 def test_round_trip_and_peft_layout(tiny_models, tmp_path):
     adapter = tiny_models["llava"]
     rem = random_reminder(adapter, threshold=0.3, interval=8)
-    rem.aggregate, rem.check_start = "mean", True
+    rem.aggregate, rem.check_start, rem.mode = "mean", True, "rollback"
     rem.meta["metrics"] = {"auroc": 0.9}
     rem.save(tmp_path / "r")
     assert sorted(os.listdir(tmp_path / "r")) == sorted(
@@ -28,16 +28,19 @@ def test_round_trip_and_peft_layout(tiny_models, tmp_path):
     assert cfg["peft_type"] == "PROMPT_TUNING" and cfg["num_virtual_tokens"] == 4
     back = Reminder.load(tmp_path / "r", adapter)
     assert torch.equal(back.soft_prompt.embeddings, rem.soft_prompt.embeddings)
-    assert (back.threshold, back.interval, back.aggregate, back.check_start, back.meta["metrics"]) == (
-        0.3, 8, "mean", True, {"auroc": 0.9})
+    assert (back.threshold, back.interval, back.aggregate, back.check_start, back.mode, back.meta["metrics"]) == (
+        0.3, 8, "mean", True, "rollback", {"auroc": 0.9})
     info = json.loads((tmp_path / "r" / "reminder.json").read_text())
     (tmp_path / "r" / "reminder.json").write_text(json.dumps({**info, "aggregate": "median"}))
     with pytest.raises(ReminderError, match="unknown gate aggregate 'median'"):
         Reminder.load(tmp_path / "r", adapter)
-    del info["aggregate"], info["check_start"]  # older reminders: each check on its own, none before the first token
-    (tmp_path / "r" / "reminder.json").write_text(json.dumps(info))
+    (tmp_path / "r" / "reminder.json").write_text(json.dumps({**info, "mode": "retry"}))
+    with pytest.raises(ReminderError, match="unknown mode 'retry'"):
+        Reminder.load(tmp_path / "r", adapter)
+    del info["aggregate"], info["check_start"], info["mode"]  # older reminders: each check on its own, none
+    (tmp_path / "r" / "reminder.json").write_text(json.dumps(info))  # before the first token, going on from it
     old = Reminder.load(tmp_path / "r", adapter)
-    assert (old.aggregate, old.check_start) == ("last", False)
+    assert (old.aggregate, old.check_start, old.mode) == ("last", False, "continue")
     h = torch.randn(3, adapter.hidden_size)
     torch.testing.assert_close(back.detector(h), rem.detector(h))
 

@@ -178,6 +178,36 @@ def test_regenerate_mode_restarts_from_prompt(tiny_models):
     assert gen.answer == "".join(gen.tokens[4:])
 
 
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+def test_rollback_mode_withdraws_the_tokens_since_the_last_check_that_passed(tiny_models, family):
+    """A check that fires after one that passed takes the answer back to the passing one: the tokens between are
+    withdrawn (kept in ``retracted``), the reminder enters there, and the answer goes on as prompt + kept tokens +
+    reminder encoded from scratch would."""
+    adapter = tiny_models[family]
+    prompt = adapter.build("Tell me a story.", IMAGE)
+    rem = random_reminder(adapter, interval=4)
+    plain = generate(adapter, prompt, reminder=rem, max_new_tokens=12, threshold=1.01)
+    first, second = (c.p_unsafe for c in plain.checks[:2])
+    if second < first:  # flip the probe so that the second check scores higher than the first
+        rem.detector.weight.neg_()
+        rem.detector.bias.neg_()
+        first, second = 1 - first, 1 - second
+    gen = generate(adapter, prompt, reminder=rem, max_new_tokens=12, threshold=(first + second) / 2, mode="rollback")
+    assert [(c.at, c.fired, c.resumes_at) for c in gen.checks] == [(4, False, None), (8, True, 4)]
+    assert gen.injections == [4] and gen.token_ids[:4] == plain.token_ids[:4]
+    assert gen.retracted == [adapter.tokenizer.decode(plain.token_ids[:8], skip_special_tokens=True)[
+        len(adapter.tokenizer.decode(plain.token_ids[:4], skip_special_tokens=True)):]]
+    assert gen.text == "".join(gen.tokens) and gen.answer == gen.text
+    assert len(gen.harm_scores) == len(gen.token_ids) == len(gen.tokens)
+    with torch.no_grad():  # the first token after the reminder comes from prompt + kept tokens + reminder
+        enc = adapter.encode(prompt)
+        e = torch.cat([enc.embeds, adapter.embed(torch.tensor([plain.token_ids[:4]])), rem.soft_prompt()], 1)
+        p = torch.cat([enc.positions, adapter.positions(enc.next_position, 4 + rem.soft_prompt().shape[1])], -1)
+        lg = adapter.logits(adapter.forward(e, p)[0][0, -1])
+        lg[adapter.suppress_ids] = float("-inf")
+    assert gen.token_ids[4] == int(lg.argmax())
+
+
 def test_sampling_is_seeded(tiny_models):
     adapter = tiny_models["llava"]
     a = generate(adapter, "Hi", max_new_tokens=12, do_sample=True, seed=3, temperature=1.5)

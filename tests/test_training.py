@@ -58,12 +58,12 @@ def test_greedy_batch_matches_generate(tiny) -> None:
 def test_detector_fits_saves_and_reloads(tiny, fitted) -> None:
     root, result = fitted
     m = result.metrics
-    # harmful prompts answered twice (after the prefill and unprompted; the random model never refuses); training
-    # responses (6 tokens) cut where generation checks: after tokens 2 and 4, none after the last one
-    assert m["pairs"] == {"train": 9 * 2, "val": 6, "test": 6}
+    # harmful prompts answered twice (after the prefill and unprompted; the random model never refuses); every
+    # split's responses (6 tokens) read where generation checks: after tokens 2 and 4, none after the last one
+    assert m["pairs"] == {"train": 9 * 2, "val": 6 * 2, "test": 6 * 2}
     assert [r["c"] for r in m["c_search"]] == list(detector.DetectorConfig.c) and m["c"] in detector.DetectorConfig.c
-    assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 6
-    assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 6
+    assert 0 <= m["check"]["test"]["auroc"] <= 1 and m["check"]["test"]["n"] == 12
+    assert sum(m["token"]["test"][k] for k in ("tp", "fp", "tn", "fn")) == 12
     assert (root / "responses.jsonl").read_text().count("\n") == 21  # 7 harmful x 2 + 7 benign prompts, cached
     cal = m["calibration"]  # every validation generation read at each check point (every 2 of its <= 6 tokens)
     assert cal["generations"] == {"harmful": 2, "harmful+prefill": 2, "benign": 2}
@@ -188,7 +188,7 @@ def test_detector_refits_through_a_trained_prompt_with_extra_openings(tiny, fitt
                                   openings=("Great question!",), prompt_from=str(trained))
     result = detector.run(cfg, tiny)
     # the opening adds one harmful training answer per harmful train prompt (3 x 2 checks); val/test unchanged
-    assert result.metrics["pairs"] == {"train": 9 * 2 + 3 * 2, "val": 6, "test": 6}
+    assert result.metrics["pairs"] == {"train": 9 * 2 + 3 * 2, "val": 6 * 2, "test": 6 * 2}
     rem = Reminder.load(root / "refit", tiny)
     assert torch.equal(rem.soft_prompt.embeddings, before.soft_prompt.embeddings)  # the trained prompt is kept
     assert rem.meta["sapt"] == before.meta["sapt"] and "sapt_refit" not in rem.meta
@@ -312,7 +312,7 @@ def test_detector_trains_on_image_conversations(tiny, fitted, tmp_path) -> None:
                                   cache=str(cache), max_fpr=0.5, interval=2, images=(str(path),))
     result = detector.run(cfg, tiny)
     # the image repeats every training conversation (3 harmful x 2 prefills + 3 benign) x 2 checks; val/test unchanged
-    assert result.metrics["pairs"] == {"train": 9 * 2 * 2, "val": 6, "test": 6}
+    assert result.metrics["pairs"] == {"train": 9 * 2 * 2, "val": 6 * 2, "test": 6 * 2}
     rem = Reminder.load(root / "with-image", tiny)
     assert rem.meta["detector_config"]["images"] == [str(path)]
     assert rem.meta["detector_config"]["image_ids"] == [image_id(str(path))]

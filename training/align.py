@@ -139,7 +139,7 @@ def batch_loss(adapter, batch: list[Example], cfg: AlignConfig) -> torch.Tensor:
     targets = target_ids(adapter, batch)
     empty = torch.zeros(1, 0, adapter.hidden_size, dtype=adapter.dtype, device=adapter.device)
     out = soft_batch(adapter, [Pair(e.prompt, "", int(e.refuse), image=e.image) for e in batch], empty,
-                     targets=targets)
+                     targets=targets, prefix_grad=True)
     scored = out["labels"] != -100  # each row's target tokens, in order
     weights = torch.cat([token_weights(len(t), cfg) for t in targets]).to(scored.device)
     ce = F.cross_entropy(out["logits"][scored], out["labels"][scored], reduction="none")  # [sum T_i]

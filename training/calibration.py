@@ -3,7 +3,6 @@ at each of its check points and the checks are combined by the reminder's gate (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,33 +11,11 @@ import torch
 from reminder import Detector, Reminder
 from reminder.detector import gate
 
-from .features import check_features, split_answers
+from .features import GenerationChecks, generation_checks
 from .probe import choose_threshold
 
 if TYPE_CHECKING:
     from .detector_config import DetectorConfig
-
-
-@dataclass
-class GenerationChecks:
-    """Validation generations read at every check point: ``feats`` [N, d] (one row per check), ``gen`` [N] (the
-    generation each check belongs to), ``unsafe`` and ``kind`` [G] per generation."""
-
-    feats: torch.Tensor
-    gen: np.ndarray
-    unsafe: np.ndarray
-    kind: np.ndarray
-
-
-def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
-                      split: str = "val") -> GenerationChecks:
-    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
-    ``cfg.check_start``, also before its first token; with ``cfg.check_end``, where it ends between check points)."""
-    gens = split_answers(adapter, cfg, split)
-    feats, _, owner = check_features(adapter, gens, soft, interval, cfg.max_new_tokens, cfg.check_start,
-                                     cfg.check_end, layer, desc=f"{split} generations")
-    kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
-    return GenerationChecks(feats, owner, np.array([g.unsafe for g in gens]), np.array(kind))
 
 
 def generation_peaks(checks: GenerationChecks, detector: Detector, aggregate: str) -> np.ndarray:

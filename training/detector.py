@@ -44,7 +44,7 @@ import torch
 from reminder import Detector, Reminder, ReminderError, SoftPrompt, load_model
 from reminder.config_cli import add_config_args, config_from_args
 
-from .calibration import calibrate, calibrate_reminder, generation_checks
+from .calibration import calibrate, calibrate_reminder
 from .detector_config import DetectorConfig
 from .examples import image_id
 from .features import probe_features
@@ -85,9 +85,8 @@ def fit(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int = 16) ->
     uses its strength. Returns ({"check": ..., "token": ...}, threshold, metrics with pair-level AUROC and confusion
     matrices on the validation and test splits, the search and the generation-level calibration).
     """
-    check, token, y, split = probe_features(adapter, cfg, soft)
+    check, token, y, split, gens = probe_features(adapter, cfg, soft, interval)
     tr, va, te = (split == "train"), (split == "val"), (split == "test")
-    gens = generation_checks(adapter, soft, cfg, interval, cfg.layer)
     x_train, search = check.numpy()[tr], []
     for c in cfg.c:
         probe = fit_probe(x_train, y[tr], cfg.n_components, c, cfg.seed)
@@ -131,7 +130,8 @@ def run(cfg: DetectorConfig, adapter=None) -> DetectorResult:
         soft = soft_prompt(adapter.dtype, adapter.device)
     detectors, threshold, metrics = fit(adapter, soft, cfg, cfg.interval)
     meta |= {"detector_config": {k: v for k, v in asdict(cfg).items() if k != "out"}
-             | {"image_ids": [image_id(p) for p in cfg.images]},
+             | {"image_ids": [image_id(p) for p in cfg.images],
+                "adversarial_ids": [image_id(p) for p in cfg.adversarial]},
              "detector_metrics": metrics, "detector_seconds": round(time.perf_counter() - start, 1)}
     rem = Reminder(soft_prompt, detectors["check"], detectors["token"], model=adapter.name, layer=cfg.layer,
                    interval=cfg.interval, threshold=threshold, aggregate=cfg.aggregate,

@@ -29,7 +29,8 @@ class DetectorConfig:
     max_per_split: dict[str, int] = field(default_factory=dict)  # cap prompts per split and set, e.g. {"train": 90}
     openings: tuple[str, ...] = ()  # extra assistant-turn openings for harmful training answers (see load_pairs)
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations (see load_pairs)
-    typographic: int = 0  # image conversations per kind and split (training.examples.typographic_answers; -1: all)
+    typographic: int = 0  # image conversations per kind and split (training.examples.image_conversations; -1: all)
+    adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     prompt_from: str | None = None  # read through this reminder's (trained) soft prompt instead of the initial one
     train_cuts: int = 3  # with cuts="random": partials per training response (validation and test: one)
     batch_size: int = 8
@@ -45,6 +46,7 @@ class DetectorConfig:
         self.c = (self.c,) if isinstance(self.c, int | float) else tuple(self.c)  # older reminders store one
         self.openings = tuple(self.openings)
         self.images = image_paths(self.images)
+        self.adversarial = image_paths(self.adversarial)
 
     @classmethod
     def of(cls, reminder: Reminder) -> DetectorConfig:

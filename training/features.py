@@ -9,15 +9,17 @@ test answers at one random word boundary each (:func:`pair_features`).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reminder.batching import CheckReading
 from reminder.generation import check_points
 
-from .examples import Answer, Pair, cut_response, labelled_responses, soft_batch, training_image
+from .examples import Answer, Pair, cut_response, labelled_responses, soft_batch, states_read, training_image
 
 if TYPE_CHECKING:
     from .detector_config import DetectorConfig
@@ -42,32 +44,65 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     return pairs
 
 
-def split_answers(adapter, cfg: DetectorConfig, split: str) -> list[Answer]:
-    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``; openings and images: train only)."""
+def split_answers(adapter, cfg: DetectorConfig, split: str, soft: torch.Tensor | None = None) -> list[Answer]:
+    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``; openings and images: train only);
+    answers generated now through ``soft`` [1, n, d] leave their check states for :func:`check_features`."""
     cap = cfg.max_per_split.get(split)
     train = split == "train"
+    reading = None if soft is None else CheckReading(soft, cfg.interval, cfg.layer, cfg.check_start)
     return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
                               openings=cfg.openings if train else (), images=cfg.images if train else (),
-                              typographic=None if cfg.typographic < 0 else cfg.typographic)
+                              typographic=None if cfg.typographic < 0 else cfg.typographic, reading=reading,
+                              adversarial=cfg.adversarial)
 
 
-def probe_features(adapter, cfg: DetectorConfig, soft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                                           np.ndarray, np.ndarray]:
-    """Every pair the probes learn from and are scored on, read through ``soft``: (check [N, d], token [N, d],
-    unsafe [N], split [N]). Training answers are read at their check points (``cfg.cuts == "checks"``, with
-    :func:`check_features`) or cut at random; validation and test ones at one random word boundary each."""
-    parts = []
+@dataclass
+class GenerationChecks:
+    """Generations read at every check point: ``feats`` [N, d] (check state, one row per check), ``tokens`` [N, d]
+    (state at the last token before the point), ``gen`` [N] (the generation each check belongs to), ``unsafe`` and
+    ``kind`` [G] per generation."""
+
+    feats: torch.Tensor
+    tokens: torch.Tensor
+    gen: np.ndarray
+    unsafe: np.ndarray
+    kind: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each check's label [N]: its generation's."""
+        return self.unsafe[self.gen] if len(self.gen) else np.zeros(0, dtype=int)
+
+
+def generation_checks(adapter, soft: torch.Tensor, cfg: DetectorConfig, interval: int, layer: int = -1,
+                      split: str = "val") -> GenerationChecks:
+    """Read each ``split`` response (``cfg.max_new_tokens`` tokens) through ``soft`` at every check point (with
+    ``cfg.check_start``, also before its first token; with ``cfg.check_end``, where it ends between check points)."""
+    gens = split_answers(adapter, cfg, split, soft)
+    feats, tokens, owner = check_features(adapter, gens, soft, interval, cfg.max_new_tokens, cfg.check_start,
+                                          cfg.check_end, layer, desc=f"{split} answers", batch_size=cfg.batch_size)
+    kind = ["benign" if not g.unsafe else "harmful+prefill" if g.prefill else "harmful" for g in gens]
+    return GenerationChecks(feats, tokens, owner, np.array([g.unsafe for g in gens], dtype=int), np.array(kind))
+
+
+def probe_features(adapter, cfg: DetectorConfig, soft: torch.Tensor,
+                   interval: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, GenerationChecks]:
+    """Every example the probes learn from and are scored on, read through ``soft``: (check [N, d], token [N, d],
+    unsafe [N], split [N], the validation generations read at every check point for the threshold).
+
+    ``cfg.cuts == "checks"``: every split's answers at their check points (:func:`generation_checks`; validation is
+    read once, for the probes' scores and the threshold); ``"random"``: training answers cut at ``cfg.train_cuts``
+    random word boundaries, validation and test ones at one (:func:`load_pairs`)."""
+    val = generation_checks(adapter, soft, cfg, interval, cfg.layer, "val")
     if cfg.cuts == "checks":
-        answers = split_answers(adapter, cfg, "train")
-        check, token, owner = check_features(adapter, answers, soft, cfg.interval, cfg.max_new_tokens,
-                                             cfg.check_start, cfg.check_end, cfg.layer, desc="train answers")
-        parts.append((check, token, np.array([answers[i].unsafe for i in owner], dtype=int),
-                      np.full(len(owner), "train")))
-    pairs = load_pairs(adapter, cfg, ("val", "test") if cfg.cuts == "checks" else ("train", "val", "test"))
+        reads = {"train": generation_checks(adapter, soft, cfg, interval, cfg.layer, "train"), "val": val,
+                 "test": generation_checks(adapter, soft, cfg, interval, cfg.layer, "test")}
+        return (torch.cat([r.feats for r in reads.values()]), torch.cat([r.tokens for r in reads.values()]),
+                np.concatenate([r.labels for r in reads.values()]),
+                np.concatenate([np.full(len(r.gen), s) for s, r in reads.items()]), val)
+    pairs = load_pairs(adapter, cfg)
     check, token = pair_features(adapter, pairs, soft, cfg.layer, cfg.batch_size)
-    parts.append((check, token, np.array([p.unsafe for p in pairs], dtype=int), np.array([p.split for p in pairs])))
-    return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
+    return check, token, np.array([p.unsafe for p in pairs], dtype=int), np.array([p.split for p in pairs]), val
 
 
 def answer_ids(adapter, answer: Answer, max_new_tokens: int) -> list[int]:
@@ -86,44 +121,95 @@ def check_pairs(adapter, answer: Answer, interval: int, max_new_tokens: int, sta
 
 @torch.inference_mode()
 def check_features(adapter, answers: list[Answer], soft: torch.Tensor, interval: int, max_new_tokens: int,
-                   start: bool = False, end: bool = False, layer: int = -1,
-                   desc: str = "check features") -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+                   start: bool = False, end: bool = False, layer: int = -1, desc: str = "check features",
+                   batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Each answer read at every point guarded generation checks it (:func:`check_points`), as it reads them.
 
-    One forward per answer: prompt + answer, then one copy of the soft prompt [1, n, d] per check point, each copy
+    One sequence per answer: prompt + answer, then one copy of the soft prompt [1, n, d] per check point, each copy
     seeing the prompt and the answer's tokens up to its point (and itself, causally) and placed at the positions it
-    would take there, as if the cache had been cropped at that point. Returns (check [N, d]: ``layer`` state at the
-    last soft token; token [N, d]: the state at the last token before the point; the answer of each row [N]),
-    float32, rows in answer order and then point order: the rows of :func:`check_pairs`, without re-encoding each
-    partial answer as :func:`pair_features` does (``benchmarks.check_features`` measures the difference).
+    would take there, as if the cache had been cropped at that point. Sequences of similar size run together,
+    padded on the right (``batch_size`` per forward). Answers generated in this process through the same soft
+    prompt were read while they were decoded (:func:`training.examples.states_read`) and are not read again.
+    Returns (check [N, d]: ``layer`` state at the last soft token;
+    token [N, d]: the state at the last token before the point; the answer of each row [N]), float32, rows in answer
+    order and then point order: the rows of :func:`check_pairs`, without re-encoding each partial answer as
+    :func:`pair_features` does (``benchmarks.check_features`` measures the difference).
     """
     n = soft.shape[1]
-    checks, tokens, owner = [], [], []
-    for i, ans in enumerate(tqdm(answers, desc=desc, unit="answer", leave=False)):
-        ids = answer_ids(adapter, ans, max_new_tokens)
-        points = check_points(len(ids), interval, max_new_tokens, start, end)
-        if not points:
-            continue
-        enc = adapter.encode(adapter.build(ans.record.prompt, training_image(ans.image), prefill=ans.prefill))
-        p, body = len(enc), ids[:points[-1]]
-        length = p + len(body)
-        embeds, positions = adapter.extend(enc, torch.tensor([body], dtype=torch.long, device=adapter.device))
-        embeds = torch.cat([embeds, *[soft.to(adapter.dtype)] * len(points)], dim=1)  # copy j at point j's positions
-        positions = torch.cat([positions, *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
-        size = length + n * len(points)
-        sees = torch.ones(size, size, dtype=torch.bool).tril()
-        sees[length:, :length] = False
-        for j, k in enumerate(points):  # copy j: the prompt and answer up to k, then itself causally
-            rows = slice(length + j * n, length + (j + 1) * n)
-            sees[rows, :p + k] = True
-            sees[rows, length:rows.start] = False
-        _, hid = adapter.forward(embeds, positions, None, layer, mask=sees)
-        checks.append(hid[0, length + n - 1::n].float().cpu())
-        tokens.append(hid[0, [p + k - 1 for k in points]].float().cpu())
-        owner += [i] * len(points)
-    if not checks:
+    found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    reading = CheckReading(soft, interval, layer, start)
+    todo = []
+    for i, ans in enumerate(answers):  # those generated in this process were read on the way (not the end check)
+        states = None if end else states_read(reading, max_new_tokens, ans)
+        if states is None:
+            todo.append(i)
+        elif states.points:
+            found[i] = (states.check, states.token)
+    chunk = max(batch_size, 1) * 8  # answers encoded at a time (their embeddings are held until they are read)
+    with tqdm(total=len(todo), desc=desc, unit="answer", leave=False, disable=not todo) as bar:
+        for first in range(0, len(todo), chunk):
+            seqs = [_check_sequence(adapter, answers[i], i, soft, n, interval, max_new_tokens, start, end)
+                    for i in todo[first:first + chunk]]
+            seqs = sorted((q for q in seqs if q is not None), key=lambda q: q.embeds.shape[1])
+            for b in range(0, len(seqs), batch_size):
+                found.update(_read_checks(adapter, seqs[b:b + batch_size], layer))
+            bar.update(min(chunk, len(todo) - first))
+    owner = [i for i in sorted(found) for _ in range(len(found[i][0]))]
+    if not owner:
         return torch.empty(0, adapter.hidden_size), torch.empty(0, adapter.hidden_size), np.zeros(0, dtype=int)
-    return torch.cat(checks), torch.cat(tokens), np.array(owner)
+    return (torch.cat([found[i][0] for i in sorted(found)]), torch.cat([found[i][1] for i in sorted(found)]),
+            np.array(owner))
+
+
+class _CheckSequence(NamedTuple):
+    """One answer laid out for :func:`check_features`: embeds [1, S, d], positions [1, S] (or [3, 1, S]), who sees
+    whom [S, S], and the indices of the check states (last soft token of each copy) and token states."""
+
+    answer: int
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    sees: torch.Tensor
+    checks: list[int]
+    tokens: list[int]
+
+
+def _check_sequence(adapter, ans: Answer, index: int, soft: torch.Tensor, n: int, interval: int, max_new_tokens: int,
+                    start: bool, end: bool) -> _CheckSequence | None:
+    ids = answer_ids(adapter, ans, max_new_tokens)
+    points = check_points(len(ids), interval, max_new_tokens, start, end)
+    if not points:
+        return None
+    enc = adapter.encode(adapter.build(ans.record.prompt, training_image(ans.image), prefill=ans.prefill))
+    p, body = len(enc), ids[:points[-1]]
+    length = p + len(body)
+    embeds, positions = adapter.extend(enc, torch.tensor([body], dtype=torch.long, device=adapter.device))
+    embeds = torch.cat([embeds, *[soft.to(adapter.dtype)] * len(points)], dim=1)  # copy j at point j's positions
+    positions = torch.cat([positions, *[adapter.positions(enc.next_position + k, n) for k in points]], dim=-1)
+    size = length + n * len(points)
+    sees = torch.ones(size, size, dtype=torch.bool).tril()
+    sees[length:, :length] = False
+    for j, k in enumerate(points):  # copy j: the prompt and answer up to k, then itself causally
+        rows = slice(length + j * n, length + (j + 1) * n)
+        sees[rows, :p + k] = True
+        sees[rows, length:rows.start] = False
+    return _CheckSequence(index, embeds, positions, sees, list(range(length + n - 1, size, n)),
+                          [p + k - 1 for k in points])
+
+
+def _read_checks(adapter, seqs: list[_CheckSequence], layer: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """One forward over sequences padded on the right (a padding position sees only itself): {answer: (check
+    states [k, d], token states [k, d])}."""
+    width = max(q.embeds.shape[1] for q in seqs)
+    embeds = seqs[0].embeds.new_zeros(len(seqs), width, seqs[0].embeds.shape[-1])
+    positions = seqs[0].positions.new_zeros(*seqs[0].positions.shape[:-2], len(seqs), width)
+    sees = torch.eye(width, dtype=torch.bool).repeat(len(seqs), 1, 1)
+    for b, q in enumerate(seqs):
+        size = q.embeds.shape[1]
+        embeds[b, :size] = q.embeds[0]
+        positions[..., b, :size] = q.positions[..., 0, :]
+        sees[b, :size, :size] = q.sees
+    _, hid = adapter.forward(embeds, positions, None, layer, mask=sees)
+    return {q.answer: (hid[b, q.checks].float().cpu(), hid[b, q.tokens].float().cpu()) for b, q in enumerate(seqs)}
 
 
 @torch.inference_mode()

@@ -88,13 +88,15 @@ class SaptConfig:
     refit: Literal["threshold", "detector", "none"] = "threshold"
     cache: str | None = None
     images: tuple[str, ...] = ()  # image files put in the user turn of extra training conversations
-    typographic: int = 0  # image conversations per kind (training.examples.typographic_answers; -1: all)
+    typographic: int = 0  # image conversations per kind (training.examples.image_conversations; -1: all)
+    adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
     check_end: bool = False  # turn on its check where an answer ends between check points (likewise)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
     def __post_init__(self):
         self.images = image_paths(self.images)
+        self.adversarial = image_paths(self.adversarial)
 
 
 @dataclass
@@ -132,7 +134,7 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
     if split != "train" and cfg.typographic:
         typographic = 16 if typographic is None else min(typographic, 16)
     for ans in labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache, False, images=images,
-                                  typographic=typographic):
+                                  typographic=typographic, adversarial=cfg.adversarial):
         points = check_pairs(adapter, ans, interval, cfg.max_new_tokens, start, end) if cfg.cuts == "checks" else []
         if points:
             partial, rest = (p := rng.choice(points)).partial, p.rest

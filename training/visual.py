@@ -79,6 +79,17 @@ def pictures(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def pgd_start(seed: int = 0) -> str:
+    """Path of the plain image PGD starts from (:func:`attacks.pgd.base_image`), a safe context beside PGD images."""
+    from attacks.pgd import base_image
+
+    path = renders_dir() / f"pgd-start-{seed}.png"
+    if not path.is_file():
+        image = base_image(seed=seed)
+        write_file(path, lambda tmp: image.save(tmp, format="PNG"))
+    return str(path)
+
+
 def typographic_image(record: Record) -> str:
     """The image of a benign typographic item (``category``: figstep / mmsb / question)."""
     kind = {"figstep": "figstep", "mmsb": "typo", "question": "sign"}[record.category]

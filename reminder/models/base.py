@@ -195,20 +195,23 @@ class VLMAdapter:
                 torch.cat([enc.positions, self.positions(enc.next_position, n)], dim=-1))
 
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None = None,
-                layer: int = -1, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                layer: int = -1, mask: torch.Tensor | None = None,
+                pad_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the language model on embeddings [B, T, d] (on top of ``cache``, which it extends).
 
-        ``mask``: who sees whom, a boolean [T, T] (row: query, column: key; True = attends) that replaces the causal
-        mask (without a cache only). Returns (final hidden state [B, T, d] (normed, the lm_head input), hidden state
-        of ``layer`` [B, T, d]); ``layer`` indexes the hidden-states tuple (0 = embeddings, -1 = the final normed
-        state).
+        ``mask``: who sees whom, a boolean [T, T] or one per row [B, T, T] (row: query, column: key; True = attends)
+        that replaces the causal mask (without a cache only); ``pad_mask`` [B, cached + T] (1 on real tokens) hides
+        the padding of a batch padded on the left (:func:`reminder.batching.pad_left`), causally. Returns (final
+        hidden state [B, T, d] (normed, the lm_head input), hidden state of ``layer`` [B, T, d]); ``layer`` indexes
+        the hidden-states tuple (0 = embeddings, -1 = the final normed state).
         """
         want_layers = layer not in (-1, self.num_layers)
-        extra = {}
+        extra = {"attention_mask": pad_mask} if pad_mask is not None else {}
         if mask is not None:  # additive, in the model's dtype: what eager and SDPA attention both take as given
             blocked = torch.zeros(mask.shape, dtype=embeds.dtype, device=embeds.device)
-            extra["attention_mask"] = blocked.masked_fill(~mask.to(embeds.device), torch.finfo(embeds.dtype).min)[
-                None, None].expand(embeds.shape[0], 1, -1, -1)
+            blocked = blocked.masked_fill(~mask.to(embeds.device), torch.finfo(embeds.dtype).min)
+            extra["attention_mask"] = (blocked[None] if blocked.dim() == 2 else blocked)[:, None].expand(
+                embeds.shape[0], 1, -1, -1)
         out = self.language_model(inputs_embeds=embeds, position_ids=positions, cache=cache,
                                   use_cache=cache is not None, output_hidden_states=want_layers, **extra)
         last = out.last_hidden_state
