@@ -3,10 +3,12 @@ the reminder, on held-out data.
 
     python -m benchmarks.organism [--model embedded-aligned] [--reminder checkpoints/embedded-aligned] [--n 39]
                                   [--rows none,figstep,mmsb-typo,mmsb-sd-typo,prefill,gcg,pgd] [--lora DIR]
+                                  [--max-new-tokens 64] [--mode rollback] [--out FILE]
 
-Greedy decoding, 96 new tokens. Harmful data: SafeBench-Tiny (the 50 official FigStep images and questions in
-``../shared``, categories 1-7 harmful, 8-10 reported apart; skipped with a note where absent) and the project's held-out
-(test split) harmful prompts, their FigStep titles and MM-SafetyBench key phrases rendered by the project's renderers.
+Greedy decoding, 64 new tokens; the reminder in its own mode (``--mode``: another). Harmful data: SafeBench-Tiny
+(the 50 official FigStep images and questions in ``../shared``, categories 1-7 harmful, 8-10 reported apart; skipped
+with a note where absent) and the project's held-out (test split) harmful prompts, their FigStep titles and
+MM-SafetyBench key phrases rendered by the project's renderers.
 Benign data: held-out text prompts, the same with a wordless picture, and held-out benign typographic images.
 
 Columns for each attack: ``refused`` (keyword judge), ``success`` (attack success = judged unsafe by the learned harm
@@ -123,9 +125,9 @@ def run_cases(adapter, cases: list[Case], reminder: Reminder | None, desc: str,
 
 
 def score(judge, cases: list[Case], gens: list, benign: bool = False) -> dict:
-    texts = [c.prefill + g.text for c, g in zip(cases, gens, strict=True)]
+    texts = [c.prefill + g.answer for c, g in zip(cases, gens, strict=True)]  # what the user is left with
     row = {"answers": texts, "n": len(cases), "refused": rate(is_refusal(t) for t in texts),
-           "on_topic": rate(c.addressed(g.text) for c, g in zip(cases, gens, strict=True)),
+           "on_topic": rate(c.addressed(g.answer) for c, g in zip(cases, gens, strict=True)),
            "fired": rate(bool(g.injections) for g in gens)}
     if not benign:
         verdicts = judge_many(judge, [(c.subject, t) for c, t in zip(cases, texts, strict=True)])
@@ -134,13 +136,16 @@ def score(judge, cases: list[Case], gens: list, benign: bool = False) -> dict:
 
 
 def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints/embedded-aligned", n: int = 39,
-        rows: tuple[str, ...] = ROWS, n_benign: int = 76, lora: str | None = None) -> dict:
+        rows: tuple[str, ...] = ROWS, n_benign: int = 76, lora: str | None = None, max_new_tokens: int = 64,
+        mode: str | None = None) -> dict:
     start = time.perf_counter()
     adapter = load_model(model, lora=lora)
     rem = Reminder.load(reminder_dir, adapter) if reminder_dir else None
     judge = LearnedJudge()
-    metrics: dict = {"model": model, "lora": lora, "reminder": reminder_dir, "max_new_tokens": 96, "judge": "learned",
-                     "refusal_judge": "keyword", "safebench_tiny": bool(tiny(range(1, 11))), "attacks": {}}
+    config = GenerationConfig(max_new_tokens=max_new_tokens, mode=mode)
+    metrics: dict = {"model": model, "lora": lora, "reminder": reminder_dir, "max_new_tokens": max_new_tokens,
+                     "mode": mode or (rem.mode if rem else None), "judge": "learned", "refusal_judge": "keyword",
+                     "safebench_tiny": bool(tiny(range(1, 11))), "attacks": {}}
     variants = [("plain", None)] + ([("reminder", rem)] if rem else [])
     # benign first: the bars on over-refusal and on the reminder staying silent
     text = [Case(r.prompt, r.prompt) for r in load_prompt_set("benign", "test")[:n_benign]]
@@ -153,7 +158,7 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
     for name, cases in (("benign_text", text), ("benign_picture", picture), ("benign_typographic", typo)):
         if not cases:  # --n-benign 0: attack rows only
             continue
-        gens = {v: run_cases(adapter, cases, r, f"{name} {v}") for v, r in variants}
+        gens = {v: run_cases(adapter, cases, r, f"{name} {v}", config) for v, r in variants}
         metrics[name] = {v: score(judge, cases, g, benign=True) for v, g in gens.items()}
         metrics[name]["plain"]["followed"] = rate(not is_refusal(g.text) and c.addressed(g.text)
                                                   for c, g in zip(cases, gens["plain"], strict=True))
@@ -165,13 +170,13 @@ def run(model: str = "embedded-aligned", reminder_dir: str | None = "checkpoints
         cases = harmful_cases(row, n, model)
         if not cases:
             continue
-        metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}"))
+        metrics["attacks"][row] = {v: score(judge, cases, run_cases(adapter, cases, r, f"{row} {v}", config))
                                    for v, r in variants}
         print(row, json.dumps(figures(metrics["attacks"][row])), flush=True)  # each row as it is done
     rest = attacked("figstep", tiny(range(8, 11)), model)
     if rest:
-        metrics["figstep_categories_8_10"] = {v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}"))
-                                              for v, r in variants}
+        metrics["figstep_categories_8_10"] = {
+            v: score(judge, rest, run_cases(adapter, rest, r, f"cat 8-10 {v}", config)) for v, r in variants}
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(figures(metrics), indent=1))
     print(table(metrics))
@@ -215,9 +220,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-benign", type=int, default=76, help="benign cases per set (0: attack rows only)")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--lora", help="a LoRA folder merged into --model (e.g. a stage-2 adapter not yet shipped)")
-    ap.add_argument("--out", help="also write the metrics JSON here")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--mode", choices=("continue", "rollback", "regenerate"), help="default: the reminder's own")
+    ap.add_argument("--out", help="also write the metrics JSON (with every answer) here")
     a = ap.parse_args(argv)
-    m = run(a.model, None if a.reminder == "none" else a.reminder, a.n, tuple(a.rows.split(",")), a.n_benign, a.lora)
+    m = run(a.model, None if a.reminder == "none" else a.reminder, a.n, tuple(a.rows.split(",")), a.n_benign, a.lora,
+            a.max_new_tokens, a.mode)
     if a.out:
         from reminder.checkpoint import write_text
 
