@@ -33,6 +33,7 @@ def test_recipe_runs_every_step_and_writes_the_reminder_once(tiny, tmp_path) -> 
     assert record["total_seconds"] >= sum(record["seconds"].values()) - 1
     assert record["conversations"]["train"] > record["conversations"]["test"] > 0
     assert rem.calibrated and rem.meta["sapt_refit"]["mode"] == "detector" and rem.meta["sapt"]["step"] > 0
+    assert rem.mode == "rollback"  # the steering mode the recipe ships (benchmarks.steering)
     assert rem.meta["detector_config"]["out"] == rem.meta["sapt"]["config"]["out"] == str(out)
     assert len(rem.meta["detector_config"]["adversarial_ids"]) == 2  # the folder's two images, by content
     assert (out / "organism.json").read_text() == "{}"

@@ -56,6 +56,7 @@ class RecipeConfig:
     lr: float = 1e-2
     batch_size: int = 8  # SAPT examples per step
     refit: Literal["detector", "threshold"] = "detector"  # after SAPT: refit the probes too, or only the threshold
+    mode: Literal["continue", "rollback", "regenerate"] = "rollback"  # when it fires (stored: Reminder.mode)
     max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
     seed: int = 0
     cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)
@@ -122,6 +123,7 @@ def run(cfg: RecipeConfig, adapter=None) -> Reminder:
         seconds["sapt"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         reminder = trained.reminder
+        reminder.mode = cfg.mode
         sapt.refit(adapter, reminder, scfg)
         seconds["refit"] = round(time.perf_counter() - t, 1)
         reminder.meta["sapt"]["config"] |= {"out": cfg.out, "refit": cfg.refit}
