@@ -44,16 +44,25 @@ def load_pairs(adapter, cfg: DetectorConfig, splits: tuple[str, ...] = ("train",
     return pairs
 
 
-def split_answers(adapter, cfg: DetectorConfig, split: str, soft: torch.Tensor | None = None) -> list[Answer]:
-    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``; openings and images: train only);
-    answers generated now through ``soft`` [1, n, d] leave their check states for :func:`check_features`."""
+def split_caps(cfg: DetectorConfig, split: str) -> tuple[dict[str, int | None], int | None]:
+    """(prompts per set, image conversations per kind) of ``split``: ``cfg.max_per_split`` caps both."""
     cap = cfg.max_per_split.get(split)
+    typographic = None if cfg.typographic < 0 else cfg.typographic
+    if cap is not None and typographic != 0:
+        typographic = cap if typographic is None else min(typographic, cap)
+    return {"harmful": cap, "benign": cap}, typographic
+
+
+def split_answers(adapter, cfg: DetectorConfig, split: str, soft: torch.Tensor | None = None) -> list[Answer]:
+    """The model's labelled answers of ``split`` (capped by ``cfg.max_per_split``, image conversations too: see
+    :func:`split_caps`; openings and images: train only); answers generated now through ``soft`` [1, n, d] leave their
+    check states for :func:`check_features`."""
+    caps, typographic = split_caps(cfg, split)
     train = split == "train"
     reading = None if soft is None else CheckReading(soft, cfg.interval, cfg.layer, cfg.check_start)
-    return labelled_responses(adapter, split, cfg.max_new_tokens, {"harmful": cap, "benign": cap}, cfg.cache,
+    return labelled_responses(adapter, split, cfg.max_new_tokens, caps, cfg.cache,
                               openings=cfg.openings if train else (), images=cfg.images if train else (),
-                              typographic=None if cfg.typographic < 0 else cfg.typographic, reading=reading,
-                              adversarial=cfg.adversarial)
+                              typographic=typographic, reading=reading, adversarial=cfg.adversarial)
 
 
 @dataclass

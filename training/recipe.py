@@ -34,6 +34,7 @@ from reminder.soft_prompt import DEFAULT_INIT_TEXT, DEFAULT_TOKENS
 
 from . import detector, sapt
 from .examples import conversations, image_paths
+from .features import split_caps
 
 
 @dataclass
@@ -43,9 +44,9 @@ class RecipeConfig:
     model: str = "embedded-aligned"
     out: str = ""  # the reminder folder written at the end (required)
     max_train: int | None = 100  # prompts per set in the train split (None: all)
-    max_val: int | None = None  # prompts per set in the validation split (threshold; None: all)
+    max_val: int | None = 60  # prompts per set in the validation split (threshold; None: all)
     max_test: int | None = 30  # prompts per set in the test split (reported only)
-    typographic: int = 100  # image conversations per kind and split (training.examples.image_conversations; -1: all)
+    typographic: int = 100  # image conversations per kind, at most each split's cap (-1: all)
     adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     openings: tuple[str, ...] = ("Great question!", "I'd be happy to help.")  # harmful answers that open politely
     max_new_tokens: int = 64  # of the model's answers (checks every interval tokens before the last)
@@ -90,9 +91,8 @@ def check_data(cfg: RecipeConfig) -> dict[str, int]:
     det = cfg.detector_config(cfg.out)
     counts = {}
     for split in ("train", "val", "test"):
-        cap = det.max_per_split.get(split)
-        convs = conversations(split, {"harmful": cap, "benign": cap}, det.openings if split == "train" else (),
-                              typographic=None if cfg.typographic < 0 else cfg.typographic,
+        caps, typographic = split_caps(det, split)
+        convs = conversations(split, caps, det.openings if split == "train" else (), typographic=typographic,
                               adversarial=cfg.adversarial)
         kinds = {c.unsafe for c in convs}
         if kinds != {0, 1}:
