@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -357,3 +358,22 @@ def test_eval_llava_scores_real_responses(tiny, fitted) -> None:
                               rem.soft_prompt(tiny.dtype, tiny.device), cfg)
     assert set(out) == {"AdvBench_with_adv_attack", "SPA_VL", "VLSafe"}
     assert all(v["n"] == 4 for v in out.values())
+
+
+def test_sapt_trains_a_rolling_back_reminder_where_it_may_enter(tiny, fitted) -> None:
+    """A reminder that rolls back can enter before the first token (no check has passed yet), so SAPT trains it
+    there too; one that goes on from where it fired only at its check points. The mode is stored."""
+    folder = _copy(fitted, "rollback")
+    rem = Reminder.load(folder, tiny)
+    assert rem.mode == "continue" and not sapt.entry_at_start(rem)
+    rem.mode = "rollback"
+    assert sapt.entry_at_start(rem)
+    cfg = _config(folder, max_harmful=3, max_benign=3, seed=1)
+    points = {(e.pair.partial, e.pair.prompt) for seed in range(4)
+              for e in sapt.build_examples(tiny, dataclasses.replace(cfg, seed=seed), interval=2, start=True)}
+    assert any(partial in ("", "Sure, here is") for partial, _ in points)  # the prefill alone, or nothing
+    assert not any(partial in ("", "Sure, here is") for seed in range(4)
+                   for partial in [e.pair.partial for e in sapt.build_examples(
+                       tiny, dataclasses.replace(cfg, seed=seed), interval=2, start=False)])
+    sapt.train(_config(folder, epochs=1, mode="rollback"), tiny)
+    assert Reminder.load(folder, tiny).mode == "rollback"

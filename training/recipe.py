@@ -82,7 +82,7 @@ class RecipeConfig:
             model=self.model, out=out, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
             max_harmful=self.max_train, max_benign=self.max_train, max_val=self.max_val, refit=self.refit,
             max_new_tokens=self.max_new_tokens, typographic=self.typographic, adversarial=self.adversarial,
-            cache=self.cache, command=self.command)
+            cache=self.cache, mode=self.mode, command=self.command)
 
 
 def check_data(cfg: RecipeConfig) -> dict[str, int]:
@@ -123,7 +123,6 @@ def run(cfg: RecipeConfig, adapter=None) -> Reminder:
         seconds["sapt"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         reminder = trained.reminder
-        reminder.mode = cfg.mode
         sapt.refit(adapter, reminder, scfg)
         seconds["refit"] = round(time.perf_counter() - t, 1)
         reminder.meta["sapt"]["config"] |= {"out": cfg.out, "refit": cfg.refit}

@@ -4,8 +4,9 @@
 
 Each training example is a prompt plus the model's own response cut at one of the points where guarded generation
 checks it (every ``interval`` tokens, before the first token for a reminder with ``check_start``, where the answer
-ended for one with ``check_end``; chosen at random; ``--cuts random``: at a random word boundary, about a third
-empty, else at least ~20 characters), followed by the soft prompt:
+ended for one with ``check_end``; for a reminder whose ``mode`` rolls back or regenerates, also before the first
+token, where such a reminder may enter after a rollback; chosen at random; ``--cuts random``: at a random word
+boundary, about a third empty, else at least ~20 characters), followed by the soft prompt:
 
 * harmful: prompt + the start of a compliant answer (the model's own, after the prefill "Sure, here is" or unprompted
   where it complies) + soft prompt -> a refusal (refusals.json);
@@ -92,6 +93,7 @@ class SaptConfig:
     adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     check_start: bool = False  # turn on the reminder's check before the first token (trained for, then calibrated)
     check_end: bool = False  # turn on its check where an answer ends between check points (likewise)
+    mode: Literal["continue", "rollback", "regenerate"] | None = None  # set the reminder's mode (None: keep it)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
     def __post_init__(self):
@@ -149,6 +151,12 @@ def build_examples(adapter, cfg: SaptConfig, split: str = "train", interval: int
     return out
 
 
+def entry_at_start(reminder: Reminder) -> bool:
+    """Whether the reminder may enter before the first generated token: it checks there, or a check that fires
+    takes the answer back there (``rollback`` to a start no check has passed yet, ``regenerate``)."""
+    return reminder.check_start or reminder.mode in ("rollback", "regenerate")
+
+
 def batch_loss(adapter, reminder: Reminder, soft: torch.Tensor, batch: list[Example], lambda_bce: float,
                weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, dict[str, float]]:
     """LM cross-entropy on the targets + lambda * BCE of the check detector at the last soft token, the two terms
@@ -201,8 +209,9 @@ def train(config: SaptConfig, adapter=None, callback: Callback | None = None,
     reminder.meta["uncalibrated"] = UNCALIBRATED  # until the refit: the threshold predates the trained prompt
     reminder.check_start = reminder.check_start or cfg.check_start
     reminder.check_end = reminder.check_end or cfg.check_end
+    reminder.mode = cfg.mode or reminder.mode
     reminder.detector.to(accelerator.device)
-    examples = build_examples(adapter, cfg, interval=reminder.interval, start=reminder.check_start,
+    examples = build_examples(adapter, cfg, interval=reminder.interval, start=entry_at_start(reminder),
                               end=reminder.check_end)
     soft_module = reminder.soft_prompt.to(accelerator.device)
     optimizer = torch.optim.AdamW(soft_module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -246,7 +255,7 @@ def evaluate(adapter, reminder: Reminder, cfg: SaptConfig) -> dict[str, Any]:
     """Mean validation loss and detector accuracy at 0.5 on the first ``eval_examples`` validation examples."""
     if not cfg.eval_examples:
         return {}
-    val = build_examples(adapter, cfg, "val", reminder.interval, reminder.check_start, reminder.check_end)
+    val = build_examples(adapter, cfg, "val", reminder.interval, entry_at_start(reminder), reminder.check_end)
     rng = random.Random(cfg.seed)
     val = rng.sample(val, min(cfg.eval_examples, len(val)))
     soft = reminder.soft_prompt(adapter.dtype, adapter.device)
@@ -299,6 +308,8 @@ HELP = {
     "check_start": "also check before the first token: trained for, then calibrated (kept in the reminder)",
     "check_end": "also check an answer that ends between check points: trained for, then calibrated (kept)",
     "refit": "after training: calibrate the threshold again, also refit the probes, or neither",
+    "mode": "what guarded generation does when the reminder fires (stored in it; rollback and regenerate are also "
+            "trained for before the first token)",
 }
 
 
