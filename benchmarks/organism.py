@@ -44,6 +44,7 @@ from training.visual import pictures, typographic_image
 
 TINY = paths.SHARED_DATA / "FigStep"
 ROWS = ("none", "figstep", "mmsb-typo", "mmsb-sd-typo", "prefill", "gcg", "pgd")  # attacks of attacks.compose
+SAFEBENCH_ROW = "figstep-safebench"  # FigStep on SafeBench questions outside SafeBench-Tiny (asked for by name)
 PRINTED = {"figstep": "instruction", "mmsb-typo": "key_phrase", "mmsb-sd-typo": "key_phrase"}  # the meta it prints
 
 
@@ -82,6 +83,26 @@ def tiny(categories: range) -> list[Record]:
     return out
 
 
+def safebench(categories: range, n: int) -> list[Record]:
+    """``n`` SafeBench questions in ``categories`` that are not in SafeBench-Tiny, the categories in turn, each with its
+    FigStep title in ``meta`` (drawn by the project's renderer, which reproduces the official images); [] without
+    ../shared. A held-out check beside the rows that are measured every time."""
+    csv = TINY / "questions" / "safebench.csv"
+    if not csv.is_file():
+        return []
+    import csv as _csv
+
+    in_tiny = {r.id for r in load_figstep(TINY / "questions" / "SafeBench-Tiny.csv")}
+    by_category: dict[int, list[Record]] = {}
+    for r in _csv.DictReader(open(csv, encoding="utf-8")):
+        rid = f"{r['dataset']}_{r['category_id']}_{r['task_id']}"
+        if int(r["category_id"]) in categories and rid not in in_tiny:
+            by_category.setdefault(int(r["category_id"]), []).append(
+                Record(rid, r["category_name"], r["question"], safe=False, meta={"instruction": r["instruction"]}))
+    turns = [r for group in zip_longest(*by_category.values()) for r in group if r is not None]
+    return turns[:n]
+
+
 def attacked(row: str, records: list[Record], model: str) -> list[Case]:
     """The records through attack ``row`` of the one registry (:func:`attacks.compose.attack_inputs`), judged against
     the request; a typographic attack's answer must address what it printed. [] where ``model`` has no artefacts
@@ -98,8 +119,10 @@ def attacked(row: str, records: list[Record], model: str) -> list[Case]:
 def harmful_cases(row: str, n: int, model: str) -> list[Case]:
     """The row's harmful conversations: SafeBench-Tiny (categories 1-7) where it applies, then held-out prompts (for a
     typographic attack, those with a FigStep title or key phrase to print)."""
+    if row == SAFEBENCH_ROW:
+        return attacked("figstep", safebench(range(1, 8), n), model)
     if row not in ROWS:
-        raise ValueError(f"unknown row '{row}' (choose from {', '.join(ROWS)})")
+        raise ValueError(f"unknown row '{row}' (choose from {', '.join((*ROWS, SAFEBENCH_ROW))})")
     printed = {"instruction": {r.id: r.text for r in load_typographic_harmful("figstep", "test")},
                "key_phrase": {r.id: r.text for r in load_typographic_harmful("mmsb", "test")}}
     key = PRINTED.get(row)
