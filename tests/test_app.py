@@ -325,7 +325,7 @@ def test_the_guarded_transcript_marks_the_reading_the_prefill_and_the_reminder()
 
 
 def test_the_guarded_transcript_marks_what_a_rollback_withdrew():
-    from reminder import compare_view as view
+    from demo import compare_view as view
     from reminder.generation import Generation
 
     result = Generation("Steps: Sorry, no.", [1, 2, 3], ["Steps:", " Sorry,", " no."], None, injections=[1],
