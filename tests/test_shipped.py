@@ -26,8 +26,13 @@ def aligned():
 def test_manifest_records_recipe_and_held_out_figures(name):
     info = json.loads((CHECKPOINTS / name / "reminder.json").read_text())
     assert info["model"] == name
-    assert info["detector_config"]["command"].startswith("python -m training.detector")
-    assert info["sapt"]["config"]["command"].startswith("python -m training.sapt")
+    recipe = info.get("recipe")
+    if recipe:  # one command ran the whole recipe; each step's seconds are recorded
+        assert recipe["config"]["command"].startswith("python -m training.recipe")
+        assert {"detector", "sapt"} <= set(recipe["seconds"]) and recipe["total_seconds"] > 0
+    else:
+        assert info["detector_config"]["command"].startswith("python -m training.detector")
+        assert info["sapt"]["config"]["command"].startswith("python -m training.sapt")
     assert 0.5 < info["detector_metrics"]["check"]["test"]["auroc"] <= 1
 
 
@@ -68,8 +73,8 @@ def test_the_app_opens_on_a_figstep_example_the_reminder_stops(embedded, aligned
     *_, state = compare(aligned, prompt, open_image(image)[0], attack, rem, max_new_tokens=48)
     assert examples.INSTRUCTION.split()[-1].rstrip(".") in state.image_text  # it read the instruction
     assert not state.baseline.refused and state.guarded.refused
-    fired = state.tokens_until_intervention
-    assert fired is not None
+    assert state.tokens_until_intervention is not None
+    fired = next(c.at for c in state.guarded.result.checks if c.fired)  # the check that fired (a rollback enters earlier)
     scores = state.baseline.scores
     assert max(scores[fired // 2:fired]) > scores[0]  # P(unsafe) rises before the reminder fires
     verdict = LearnedJudge(adapter=embedded)(examples.INSTRUCTION, state.baseline.text)
