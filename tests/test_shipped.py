@@ -74,7 +74,7 @@ def test_the_app_opens_on_a_figstep_example_the_reminder_stops(embedded, aligned
     assert examples.INSTRUCTION.split()[-1].rstrip(".") in state.image_text  # it read the instruction
     assert not state.baseline.refused and state.guarded.refused
     assert state.tokens_until_intervention is not None
-    fired = next(c.at for c in state.guarded.result.checks if c.fired)  # the check that fired (a rollback enters earlier)
+    fired = next(c.at for c in state.guarded.result.checks if c.fired)  # that check (a rollback enters earlier)
     scores = state.baseline.scores
     assert max(scores[fired // 2:fired]) > scores[0]  # P(unsafe) rises before the reminder fires
     verdict = LearnedJudge(adapter=embedded)(examples.INSTRUCTION, state.baseline.text)
