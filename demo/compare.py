@@ -88,8 +88,11 @@ class Comparison:
 
     @property
     def tokens_until_intervention(self) -> int | None:
+        """Generated tokens when the reminder first fired (a rollback then enters earlier: ``injections``)."""
         res = self.guarded.result
-        return res.injections[0] if res and res.injections else None
+        if not res or not res.injections:
+            return None
+        return next((c.at for c in res.checks if c.fired), res.injections[0])
 
     def to_json(self) -> dict:
         """Plain data for the API: both texts, per-token scores, injections, verdicts and timings."""

@@ -103,6 +103,9 @@ def verdict_table(state: Comparison, load: Callable[[str], object]) -> str:
     def ms(run):
         return f"{1000 * run.seconds_per_token:.0f} ms"
     until = state.tokens_until_intervention
+    entered = state.guarded.result.injections[0] if until is not None else None
+    if until is not None and entered != until:
+        until = f"{until} (rolled back to {entered})"
     harm = harm_cells(state, load)
     return ("| | baseline | guarded |\n|---|---|---|\n"
             f"| refused (keyword) | {'yes' if state.baseline.refused else 'no'} | "

@@ -39,9 +39,10 @@ def token_scores(baseline: Generation, guarded: Generation, threshold: float) ->
             text=[str(c.at) for c in checks]))
     fig.add_hline(y=threshold, line=dict(color=COLOURS["threshold"], dash="dash"),
                   annotation_text=f"threshold {threshold:.4f}", annotation_position="top left")
+    entered = "reminder entered (rolled back)" if guarded.mode == "rollback" else "reminder fired"
     for at in guarded.injections:
         fig.add_vline(x=at - 0.5, line=dict(color=COLOURS["reminder"], width=2),
-                      annotation_text="reminder fired", annotation_position="top right")
+                      annotation_text=entered, annotation_position="top right")
     fig.update_layout(title="P(unsafe) per generated token", xaxis_title="generated token",
                       yaxis_title="P(unsafe)", yaxis_range=[-0.02, 1.02], **LAYOUT)
     return fig

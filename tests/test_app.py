@@ -333,3 +333,20 @@ def test_the_guarded_transcript_marks_what_a_rollback_withdrew():
     assert view.highlighted(result) == [("Steps:", None), (" 1. Buy the", view.WITHDRAWN),
                                         (" ⟨reminder⟩ ", "reminder injected"), (" Sorry, no.", "after the reminder")]
     assert view.WITHDRAWN in view.TRANSCRIPT_COLOURS
+
+
+def test_after_a_rollback_the_verdicts_say_where_it_fired_and_where_it_entered():
+    from demo import compare_view as view
+    from demo.compare import Comparison, Run
+    from evaluation.plots import token_scores
+    from reminder.generation import CheckEvent, Generation
+
+    result = Generation("Steps: Sorry, no.", [1, 2, 3], ["Steps:", " Sorry,", " no."], [0.2, 0.3, 0.1],
+                        checks=[CheckEvent(4, 0.9, True, resumes_at=1)], injections=[1], mode="rollback",
+                        retracted=[" 1. Buy the"])
+    state = Comparison(None, Run(text="Steps: 1. Buy the"), Run(text=result.text, result=result), 0.5)
+    assert state.tokens_until_intervention == 4  # the check that fired, not where the reminder entered
+    table = view.verdict_table(state, load=lambda name: None)
+    assert "| tokens until intervention | – | 4 (rolled back to 1) |" in table
+    fig = token_scores(Generation("Steps: 1. Buy the", [1], ["Steps:"], [0.2]), result, 0.5)
+    assert any("rolled back" in (a.text or "") for a in fig.layout.annotations)
