@@ -72,15 +72,13 @@ def tiny(categories: range) -> list[Record]:
     csv = TINY / "questions" / "SafeBench-Tiny.csv"
     if not csv.is_file():
         return []
-    import csv as _csv
+    return [replace(r, image=None, meta={**r.meta, "figstep_image": str(r.image)})
+            for r in load_figstep(csv, TINY / "images" / "SafeBench-Tiny") if _category(r) in categories]
 
-    titles = {f"{r['dataset']}_{r['category_id']}_{r['task_id']}": r["instruction"]
-              for r in _csv.DictReader(open(csv, encoding="utf-8"))}
-    out = []
-    for r in load_figstep(csv, TINY / "images" / "SafeBench-Tiny"):
-        if int(r.id.split("_")[1]) in categories:
-            out.append(replace(r, image=None, meta={"instruction": titles[r.id], "figstep_image": str(r.image)}))
-    return out
+
+def _category(r: Record) -> int:
+    """A SafeBench record's category number (its id is ``<dataset>_<category>_<task>``)."""
+    return int(r.id.split("_")[1])
 
 
 def safebench(categories: range, n: int) -> list[Record]:
@@ -90,15 +88,11 @@ def safebench(categories: range, n: int) -> list[Record]:
     csv = TINY / "questions" / "safebench.csv"
     if not csv.is_file():
         return []
-    import csv as _csv
-
     in_tiny = {r.id for r in load_figstep(TINY / "questions" / "SafeBench-Tiny.csv")}
     by_category: dict[int, list[Record]] = {}
-    for r in _csv.DictReader(open(csv, encoding="utf-8")):
-        rid = f"{r['dataset']}_{r['category_id']}_{r['task_id']}"
-        if int(r["category_id"]) in categories and rid not in in_tiny:
-            by_category.setdefault(int(r["category_id"]), []).append(
-                Record(rid, r["category_name"], r["question"], safe=False, meta={"instruction": r["instruction"]}))
+    for r in load_figstep(csv):
+        if _category(r) in categories and r.id not in in_tiny:
+            by_category.setdefault(_category(r), []).append(r)
     turns = [r for group in zip_longest(*by_category.values()) for r in group if r is not None]
     return turns[:n]
 

@@ -38,13 +38,9 @@ def figstep(root: Path, tiny: bool = True) -> list[Record]:
     ``figstep`` attack uses it, else renders ``meta['instruction']``)."""
     name, folder = ("SafeBench-Tiny", "SafeBench-Tiny") if tiny else ("safebench", "SafeBench")
     csv_path = root / "FigStep" / "questions" / f"{name}.csv"
-    rows = data.load_figstep(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        instructions = {f"{r['dataset']}_{r['category_id']}_{r['task_id']}": r["instruction"]
-                        for r in csv.DictReader(f)}
     records = []
-    for r in rows:
-        meta = {"instruction": instructions.get(r.id, r.prompt)}
+    for r in data.load_figstep(csv_path):
+        meta = dict(r.meta)
         img = root / "FigStep" / "images" / folder / f"query_{r.id}_6.png"
         if img.is_file():
             meta["figstep_image"] = str(img)

@@ -156,7 +156,8 @@ def load_harmbench(path: str | os.PathLike, functional: tuple[str, ...] = ("stan
 
 
 def load_figstep(csv_path: str | os.PathLike, images: str | os.PathLike | None = None) -> list[Record]:
-    """FigStep SafeBench CSV; with ``images``, keep the questions whose typographic image is there."""
+    """FigStep SafeBench CSV (the FigStep title in ``meta['instruction']``); with ``images``, keep the questions
+    whose typographic image is there."""
     rows = _csv_rows(data_file(csv_path, "SafeBench CSV"), ("dataset", "category_id", "task_id", "category_name",
                                                          "question", "instruction"))
     out = []
@@ -165,7 +166,8 @@ def load_figstep(csv_path: str | os.PathLike, images: str | os.PathLike | None =
         img = Path(images) / f"query_{rid}_6.png" if images is not None else None
         if img is not None and not img.is_file():
             continue
-        out.append(Record(rid, r["category_name"], r["question"], safe=False, image=img))
+        out.append(Record(rid, r["category_name"], r["question"], safe=False, image=img,
+                          meta={"instruction": r["instruction"]}))
     return out
 
 

@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -138,8 +138,6 @@ def run(cfg: RecipeConfig, adapter=None) -> Reminder:
 
 def _without_refit(cfg: sapt.SaptConfig) -> sapt.SaptConfig:
     """The SAPT step alone (the recipe times the refit apart)."""
-    from dataclasses import replace
-
     return replace(cfg, refit="none")
 
 
