@@ -61,7 +61,7 @@ class CheckStates:
 
 def generate_batch(adapter: VLMAdapter, encoded: Sequence[Encoded], reminder: Reminder | None = None,
                    config: GenerationConfig | None = None, batch_size: int = 16,
-                   reading: CheckReading | None = None) -> list[Generation]:
+                   reading: CheckReading | None = None, drop_ended: bool = True) -> list[Generation]:
     """What ``generate(adapter, prompt, reminder=reminder, config=config)`` gives for each encoded prompt, decoded in
     batches of up to ``batch_size`` prompts of similar length (greedy, unguarded: ``config.guard`` must be off when a
     reminder is given; its per-token probe still scores every token).
@@ -69,7 +69,8 @@ def generate_batch(adapter: VLMAdapter, encoded: Sequence[Encoded], reminder: Re
     ``encoded``: each prompt's :meth:`VLMAdapter.encode` (embeds [1, L, d], positions [1, L] or [3, 1, L]), made
     under ``torch.inference_mode()``. A batch's decoding time is shared evenly among its rows' ``generate_seconds``.
     With ``reading``, each Generation also carries its :class:`CheckStates` as ``.check_states`` (an attribute,
-    not a field: it is never serialised).
+    not a field: it is never serialised). ``drop_ended``: rows that have ended leave their batch (False keeps them
+    to the end, as before; ``benchmarks.recipe_speed`` compares).
     """
     cfg = config or GenerationConfig()
     if cfg.do_sample:
@@ -82,7 +83,7 @@ def generate_batch(adapter: VLMAdapter, encoded: Sequence[Encoded], reminder: Re
     out: dict[int, Generation] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        out.update(zip(idx, _generate_padded(adapter, [encoded[i] for i in idx], reminder, cfg, reading),
+        out.update(zip(idx, _generate_padded(adapter, [encoded[i] for i in idx], reminder, cfg, reading, drop_ended),
                        strict=True))
     return [out[i] for i in range(len(encoded))]
 
@@ -104,8 +105,12 @@ def pad_left(adapter: VLMAdapter, encoded: Sequence[Encoded]) -> tuple[torch.Ten
 
 @torch.inference_mode()
 def _generate_padded(adapter: VLMAdapter, encoded: list[Encoded], reminder: Reminder | None,
-                     cfg: GenerationConfig, reading: CheckReading | None = None) -> list[Generation]:
-    """Greedy decoding of B prompts together (left-padded); each row stops at its first EOS (unless ignore_eos)."""
+                     cfg: GenerationConfig, reading: CheckReading | None = None,
+                     drop_ended: bool = True) -> list[Generation]:
+    """Greedy decoding of B prompts together (left-padded); each row stops at its first EOS (unless ignore_eos).
+
+    With ``drop_ended``, rows that have ended leave the batch (their cache rows are dropped) once they are an eighth
+    of it, so the rows still decoding do not carry them to the end."""
     n_rows = len(encoded)
     layer = reminder.layer if reminder else -1
     if reading is not None:
@@ -121,52 +126,59 @@ def _generate_padded(adapter: VLMAdapter, encoded: list[Encoded], reminder: Remi
     padded = bool((real_mask == 0).any())
     mask = real_mask[:, :0]  # the cache's columns (1 = a real token), grown by each forward
     states: list[list[tuple[int, torch.Tensor, torch.Tensor]]] = [[] for _ in encoded]
+    rows = list(range(n_rows))  # the prompt each row of the batch (and of the cache) belongs to
 
     def step(x: torch.Tensor, pos: torch.Tensor, cols: torch.Tensor, generated: int,
-             rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward x [B, T, d] (``cols`` [B, T]: 1 on real tokens) on the cache. With a check due after
-        ``generated`` tokens the soft prompt rides along in the same forward, is read for ``rows``, then cropped
-        away. Returns (final state, ``layer`` state) [B, d] at the last real token."""
+             live: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward x [b, T, d] (``cols`` [b, T]: 1 on real tokens) on the cache. With a check due after
+        ``generated`` tokens the soft prompt rides along in the same forward, is read for the batch rows ``live``,
+        then cropped away. Returns (final state, ``layer`` state) [b, d] at the last real token."""
         nonlocal mask
-        real = x.shape[1]
+        real, b = x.shape[1], x.shape[0]
         due = reading is not None and check_due(generated, reading.interval, cfg.max_new_tokens, reading.start)
         if due:
             n = reading.soft.shape[1]
-            x = torch.cat([x, reading.soft.to(x.dtype).expand(n_rows, -1, -1)], dim=1)
+            x = torch.cat([x, reading.soft.to(x.dtype).expand(b, -1, -1)], dim=1)
             pos = torch.cat([pos, adapter.positions(generated, n) + after[:, None]], dim=-1)
-            cols = torch.cat([cols, cols.new_ones(n_rows, n)], dim=1)
+            cols = torch.cat([cols, cols.new_ones(b, n)], dim=1)
         mask = torch.cat([mask, cols], dim=1)
         last, hid = adapter.forward(x, pos, cache, layer, pad_mask=mask if padded else None)
         if due:
-            for i in rows:
-                states[i].append((generated, hid[i, -1].float().cpu(), hid[i, real - 1].float().cpu()))
+            for i in live:
+                states[rows[i]].append((generated, hid[i, -1].float().cpu(), hid[i, real - 1].float().cpu()))
             _truncate(cache, cache.get_seq_length() - n)
             mask = mask[:, :-n]
         return last[:, real - 1], hid[:, real - 1]
 
     last, _ = step(embeds, positions, real_mask, 0, list(range(n_rows)))
-    logits = adapter.logits(last)  # [B, V]
+    logits = adapter.logits(last)  # [b, V]
     done = torch.zeros(n_rows, dtype=torch.bool, device=adapter.device)
     ids: list[list[int]] = [[] for _ in encoded]
     scores: list[list[float]] = [[] for _ in encoded]
     start = time.perf_counter()
     for n in range(cfg.max_new_tokens):
         logits[:, suppress] = float("-inf")
-        tok = logits.argmax(-1)  # [B]
+        tok = logits.argmax(-1)  # [b]
         if not cfg.ignore_eos:
             done |= torch.isin(tok, eos)
         live = [i for i, d in enumerate(done.tolist()) if not d]
         for i, t in zip(live, tok[live].tolist(), strict=True):
-            ids[i].append(t)
+            ids[rows[i]].append(t)
         if not live or (probe is None and n == cfg.max_new_tokens - 1):  # the last token's forward only scores it
             break  # (a check never follows the last token)
+        if drop_ended and len(rows) - len(live) >= max(len(rows) // 8, 1):  # rows that have ended leave the batch
+            keep = torch.tensor(live, device=adapter.device)
+            cache.batch_select_indices(keep)
+            mask, real_mask, after, tok, done = mask[keep], real_mask[keep], after[keep], tok[keep], done[keep]
+            rows = [rows[i] for i in live]
+            live = list(range(len(rows)))
         last, hid = step(adapter.embed(tok[:, None]), adapter.positions(n, 1) + after[:, None],
-                         real_mask.new_ones(n_rows, 1), n + 1, live)
+                         real_mask.new_ones(len(rows), 1), n + 1, live)
         logits = adapter.logits(last)
         if probe is not None:
             p = probe(hid[live]).tolist()
             for i, p_tok in zip(live, p, strict=True):
-                scores[i].append(p_tok)
+                scores[rows[i]].append(p_tok)
     seconds = (time.perf_counter() - start) / n_rows
     gens = [_generation(adapter, row, scores[i] if probe is not None else None, seconds, len(encoded[i]), cfg)
             for i, row in enumerate(ids)]

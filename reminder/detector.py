@@ -50,11 +50,13 @@ class Detector(nn.Module):
         return self.mean.shape[0]
 
     def logit(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Log-odds of unsafe: [..., d] -> [...] (on the probe's device, wherever ``hidden`` lives)."""
-        z = (hidden.to(self.mean.device, torch.float32) - self.mean) / self.scale
-        if self.components is not None:
-            z = z @ self.components.T
-        return z @ self.weight + self.bias
+        """Log-odds of unsafe: [..., d] -> [...] (on the probe's device, wherever ``hidden`` lives), in float32
+        under a caller's ``torch.autocast`` too: scores are compared with a threshold."""
+        with torch.autocast(self.mean.device.type, enabled=False):
+            z = (hidden.to(self.mean.device, torch.float32) - self.mean) / self.scale
+            if self.components is not None:
+                z = z @ self.components.T
+            return z @ self.weight + self.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """P(unsafe): [..., d] -> [...]."""

@@ -108,12 +108,18 @@ def test_grid_batches_give_the_same_rows_and_resume(tiny_models, tiny_folders, t
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_check_reading_while_decoding_matches_a_forward_from_scratch(tiny_models, family) -> None:
+@pytest.mark.parametrize("rows_end_apart", [False, True])
+def test_check_reading_while_decoding_matches_a_forward_from_scratch(tiny_models, family, rows_end_apart,
+                                                                     monkeypatch) -> None:
     """Training reads its check states while it decodes (the soft prompt rides on the cache, then is cropped): the
     answers stay those of plain decoding, and each state equals a cache-free forward of prompt + the first k tokens
-    + soft prompt (check) and the state at the k-th token (token), at every check point the answer reaches."""
+    + soft prompt (check) and the state at the k-th token (token), at every check point the answer reaches; also
+    when rows end apart and leave the batch while the others go on."""
     adapter = tiny_models[family]
     prompts = _prompts(adapter)
+    if rows_end_apart:
+        third = generate(adapter, prompts[0], max_new_tokens=3).token_ids[2]
+        monkeypatch.setattr(adapter, "eos_ids", adapter.eos_ids | {third})
     with torch.inference_mode():
         encoded = [adapter.encode(p) for p in prompts]
     soft = torch.randn(1, 3, adapter.hidden_size, dtype=adapter.dtype)
@@ -122,6 +128,8 @@ def test_check_reading_while_decoding_matches_a_forward_from_scratch(tiny_models
     read = generate_batch(adapter, encoded, config=cfg, batch_size=8,
                           reading=CheckReading(soft, interval=4, start=True))
     assert [g.token_ids for g in plain] == [g.token_ids for g in read]
+    lengths = {len(g.token_ids) for g in read}
+    assert (min(lengths) <= 2 and max(lengths) > 4) if rows_end_apart else lengths == {9}
     for enc, g in zip(encoded, read, strict=True):
         states = g.check_states
         assert states.points == [k for k in (0, 4, 8) if k <= len(g.token_ids)]

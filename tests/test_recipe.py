@@ -60,3 +60,37 @@ def test_recipe_bad_input_stops_with_one_line_and_writes_nothing(tmp_path, capsy
         assert [p.name for p in out.iterdir()] == ["reminder.json"]
         assert (out / "reminder.json").read_text() == '{"kept": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "empty", "rem"]
+
+
+def test_recipe_bfloat16_products_move_states_a_little_and_probes_stay_float32(tiny, tmp_path) -> None:
+    """Where the CPU multiplies bfloat16 natively the recipe runs the model under ``torch.autocast``: the check
+    states move (bfloat16 products) but stay close to float32 ones, and a probe scores them in float32."""
+    import contextlib
+
+    import torch
+
+    from reminder import SoftPrompt
+    from training.examples import _READ_WHILE_DECODING
+    from training.features import generation_checks
+    from training.probe import fit_probe
+
+    assert isinstance(recipe.autocast("float32", tiny), contextlib.nullcontext)
+    assert isinstance(recipe.autocast("bfloat16", tiny), torch.autocast)
+    cfg = recipe.RecipeConfig(model=str(tiny.name), out=str(tmp_path / "rem"), max_train=2, max_val=2, max_test=1,
+                              typographic=1, max_new_tokens=6, interval=2, cache=str(tmp_path / "responses.jsonl"))
+    det = cfg.detector_config(cfg.out)
+    with torch.no_grad():
+        soft = SoftPrompt.from_text(tiny, det.init_text, det.n_tokens)(tiny.dtype, tiny.device)
+    read = {}
+    for name, compute in (("answers", contextlib.nullcontext()), ("exact", contextlib.nullcontext()),
+                          ("fast", recipe.autocast("bfloat16", tiny))):
+        _READ_WHILE_DECODING.clear()  # read afterwards, as the refit reads (the first pass only makes the answers)
+        with compute:
+            read[name] = generation_checks(tiny, soft + 0.5, det, det.interval, det.layer, "train")
+    exact, fast = read["exact"].feats, read["fast"].feats
+    assert exact.shape == fast.shape and len(exact) > 0
+    assert not torch.allclose(fast, exact, atol=1e-4)  # bfloat16 products
+    assert torch.allclose(fast, exact, atol=0.1 * float(exact.abs().max()))
+    probe = fit_probe(exact.numpy(), read["exact"].labels, 0, 1.0, 0)
+    with recipe.autocast("bfloat16", tiny):
+        assert probe.logit(fast).dtype == torch.float32

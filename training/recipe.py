@@ -17,6 +17,7 @@ seconds under ``recipe``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import shutil
@@ -26,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from reminder import Reminder, ReminderError, load_model
 from reminder.config_cli import add_config_args, config_from_args
@@ -44,9 +47,9 @@ class RecipeConfig:
     model: str = "embedded-aligned"
     out: str = ""  # the reminder folder written at the end (required)
     max_train: int | None = 100  # prompts per set in the train split (None: all)
-    max_val: int | None = 60  # prompts per set in the validation split (threshold; None: all)
-    max_test: int | None = 30  # prompts per set in the test split (reported only)
-    typographic: int = 100  # image conversations per kind, at most each split's cap (-1: all)
+    max_val: int | None = 50  # prompts per set in the validation split (threshold; None: all)
+    max_test: int | None = 10  # prompts per set in the test split (reported only)
+    typographic: int = 75  # image conversations per kind, at most each split's cap (-1: all)
     adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     openings: tuple[str, ...] = ("Great question!", "I'd be happy to help.")  # harmful answers that open politely
     max_new_tokens: int = 64  # of the model's answers (checks every interval tokens before the last)
@@ -60,6 +63,10 @@ class RecipeConfig:
     mode: Literal["continue", "rollback", "regenerate"] = "rollback"  # when it fires (stored: Reminder.mode)
     max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
     seed: int = 0
+    # the model's float32 matrix products in bfloat16 (torch.autocast) while it answers, is read and SAPT trains;
+    # "auto": where the CPU multiplies bfloat16 natively (AVX-512 BF16, AMX); a model loaded in bfloat16 (on a GPU)
+    # runs as loaded
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
@@ -102,6 +109,23 @@ def check_data(cfg: RecipeConfig) -> dict[str, int]:
     return counts
 
 
+def autocast(precision: str, adapter) -> contextlib.AbstractContextManager:
+    """The recipe's compute precision for ``adapter`` (see :attr:`RecipeConfig.precision`): ``torch.autocast`` to
+    bfloat16 (the model's matrix products; norms, the residual stream, the soft prompt and the probes stay
+    float32), or nothing."""
+    if adapter.dtype != torch.float32 or precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "auto" and not (adapter.device.type == "cpu" and _cpu_bf16()):
+        return contextlib.nullcontext()
+    return torch.autocast(adapter.device.type, dtype=torch.bfloat16)
+
+
+def _cpu_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (else autocast would emulate it, slower than float32)."""
+    cpu = torch.cpu
+    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
 def run(cfg: RecipeConfig, adapter=None) -> Reminder:
     """Run the recipe and write the reminder to ``cfg.out``; returns it."""
     counts = check_data(cfg)
@@ -112,24 +136,30 @@ def run(cfg: RecipeConfig, adapter=None) -> Reminder:
         start = time.perf_counter()
         adapter = adapter or load_model(cfg.model)
         seconds = {"load": round(time.perf_counter() - start, 1)}
+        compute = autocast(cfg.precision, adapter)
         t = time.perf_counter()
-        detector.run(cfg.detector_config(str(stage)), adapter)
+        with compute:
+            detector.run(cfg.detector_config(str(stage)), adapter)
         seconds["detector"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         scfg = cfg.sapt_config(str(stage))
-        trained = sapt.train(_without_refit(scfg), adapter)
+        with compute:
+            trained = sapt.train(_without_refit(scfg), adapter)
         if trained.stopped:
             raise KeyboardInterrupt
         seconds["sapt"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         reminder = trained.reminder
-        sapt.refit(adapter, reminder, scfg)
+        with compute:
+            sapt.refit(adapter, reminder, scfg)
         seconds["refit"] = round(time.perf_counter() - t, 1)
         reminder.meta["sapt"]["config"] |= {"out": cfg.out, "refit": cfg.refit}
         reminder.meta["detector_config"]["out"] = cfg.out
         reminder.meta["recipe"] = {"config": asdict(cfg), "conversations": counts, "seconds": seconds,
                                    "total_seconds": round(time.perf_counter() - start, 1),
-                                   "device": str(adapter.device)}
+                                   "device": str(adapter.device),
+                                   "products": "float32" if isinstance(compute, contextlib.nullcontext)
+                                   else "bfloat16"}
         reminder.save(out)
         return reminder
     finally:
