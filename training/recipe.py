@@ -47,9 +47,9 @@ class RecipeConfig:
     model: str = "embedded-aligned"
     out: str = ""  # the reminder folder written at the end (required)
     max_train: int | None = 100  # prompts per set in the train split (None: all)
-    max_val: int | None = 50  # prompts per set in the validation split (threshold; None: all)
-    max_test: int | None = 10  # prompts per set in the test split (reported only)
-    typographic: int = 75  # image conversations per kind, at most each split's cap (-1: all)
+    max_val: int | None = 60  # prompts per set in the validation split (threshold; None: all)
+    max_test: int | None = 30  # prompts per set in the test split (reported only)
+    typographic: int = 100  # image conversations per kind, at most each split's cap (-1: all)
     adversarial: tuple[str, ...] = ()  # adversarial images (files or folders) among the image conversations
     openings: tuple[str, ...] = ("Great question!", "I'd be happy to help.")  # harmful answers that open politely
     max_new_tokens: int = 64  # of the model's answers (checks every interval tokens before the last)
@@ -63,10 +63,11 @@ class RecipeConfig:
     mode: Literal["continue", "rollback", "regenerate"] = "rollback"  # when it fires (stored: Reminder.mode)
     max_fpr: float = 0.02  # share of benign validation generations the threshold lets fire
     seed: int = 0
-    # the model's float32 matrix products in bfloat16 (torch.autocast) while it answers, is read and SAPT trains;
-    # "auto": where the CPU multiplies bfloat16 natively (AVX-512 BF16, AMX); a model loaded in bfloat16 (on a GPU)
-    # runs as loaded
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # "bfloat16": the model's float32 matrix products in bfloat16 (torch.autocast) while it answers, is read and SAPT
+    # trains, about twice as fast on a CPU with AVX-512 BF16; "auto": bfloat16 where the CPU multiplies it natively.
+    # Default float32: the shipped reminder was trained so; one made with bfloat16 products and smaller caps
+    # (26 min) steered FigStep answers less well (docs/EXPERIMENTS.md). A model loaded in bfloat16 runs as loaded.
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"
     cache: str | None = None  # responses JSONL (default $REMINDER_HOME/responses/<model>[-<lora hash>].jsonl)
     command: str = ""  # the command line that ran this (recorded in reminder.json)
 
