@@ -94,10 +94,12 @@ def test_train_tab(served, browser):  # noqa: F811
     page.goto(client.src)
     page.get_by_text("Run", exact=True).wait_for(timeout=30_000)
     page.get_by_role("tab", name="Train").click()
+    page.locator("#train").wait_for(timeout=30_000)  # the tab has rendered before its boxes are filled
     for elem, value in (("train-steps", "2"), ("train-prompts", "1")):
         box = page.locator(f"#{elem} input")
         box.fill(value)
         box.press("Tab")
+        sync_api.expect(box).to_have_value(value)
     page.locator("#train").click()
     status = page.locator("#train-status")
     sync_api.expect(status).to_contain_text("done after 2 steps", timeout=600_000)
