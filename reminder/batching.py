@@ -169,11 +169,11 @@ def _generate_padded(adapter: VLMAdapter, encoded: list[Encoded], reminder: Remi
         if drop_ended and len(rows) - len(live) >= max(len(rows) // 8, 1):  # rows that have ended leave the batch
             keep = torch.tensor(live, device=adapter.device)
             cache.batch_select_indices(keep)
-            mask, real_mask, after, tok, done = mask[keep], real_mask[keep], after[keep], tok[keep], done[keep]
+            mask, after, tok, done = mask[keep], after[keep], tok[keep], done[keep]
             rows = [rows[i] for i in live]
             live = list(range(len(rows)))
         last, hid = step(adapter.embed(tok[:, None]), adapter.positions(n, 1) + after[:, None],
-                         real_mask.new_ones(len(rows), 1), n + 1, live)
+                         mask.new_ones(len(rows), 1), n + 1, live)
         logits = adapter.logits(last)
         if probe is not None:
             p = probe(hid[live]).tolist()
